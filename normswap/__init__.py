@@ -1,0 +1,23 @@
+"""normswap: swap the BatchNormalization layers of trained Keras models.
+
+    import normswap
+    new_model = normswap.swap(model, "groupnorm")          # or a layer class
+    result = normswap.convert(model, "fold")               # .model and .report
+    print(normswap.plan(model, "frn").to_dict())           # what would happen
+
+Every model normswap writes loads with `keras.models.load_model` after `import normswap`.
+"""
+
+__version__ = "0.1.0"
+
+from normswap import layers
+from normswap.convert import Conversion, convert, plan, swap
+from normswap.errors import NormswapError, UsageError
+from normswap.graph import find_sites
+from normswap.layers import ChannelAffine
+from normswap.targets import all_targets, get_target
+
+__all__ = [
+    "ChannelAffine", "Conversion", "NormswapError", "UsageError", "all_targets", "convert",
+    "find_sites", "get_target", "layers", "plan", "swap",
+]

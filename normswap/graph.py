@@ -1,0 +1,220 @@
+"""Model -> networkx graph of layer calls, and the BatchNormalization sites in it.
+
+Every call of a layer inside a Functional or Sequential model is one graph node (keyed by
+the Keras `Node` object's id). Nested models are walked at any depth: the call of a nested
+model is a node of its parent's graph, and the nested model's own calls are nodes too, tagged
+with the nested model's path. Edges follow tensors inside one model's graph.
+
+For every BatchNormalization layer the walk yields one `BNSite` that knows its producer (the
+layer whose output it normalizes), whether that producer feeds anything else, its consumers,
+and a ReLU that only it feeds (which a TLU can absorb).
+"""
+
+import dataclasses
+
+import keras
+import networkx as nx
+
+from normswap.errors import NormswapError
+
+RELU_NAMES = ("relu",)
+
+
+@dataclasses.dataclass
+class BNSite:
+    """One BatchNormalization layer of a model and its neighbourhood."""
+
+    layer: keras.layers.BatchNormalization
+    path: tuple  # model names from the outermost model down, then the layer's name
+    axis: int  # non-negative channel axis
+    rank: int
+    channels: int
+    input_shape: tuple
+    calls: int  # how many call sites the layer has (a shared layer has several)
+    producer: object = None  # the layer whose output the BN normalizes, if one call
+    producer_input_shape: tuple = None
+    producer_exclusive: bool = False  # producer called once, its output feeds only this BN
+    consumers: list = dataclasses.field(default_factory=list)
+    relu: object = None  # a ReLU that only this BN feeds, called once
+
+    @property
+    def name(self):
+        return "/".join(self.path)
+
+    @property
+    def epsilon(self):
+        return float(self.layer.epsilon)
+
+    @property
+    def center(self):
+        return bool(self.layer.center)
+
+    @property
+    def scale(self):
+        return bool(self.layer.scale)
+
+    @property
+    def producer_kind(self):
+        return type(self.producer).__name__ if self.producer is not None else "none"
+
+    def to_dict(self):
+        return {
+            "path": self.name,
+            "layer": self.layer.name,
+            "axis": self.axis,
+            "rank": self.rank,
+            "channels": self.channels,
+            "input_shape": list(self.input_shape),
+            "center": self.center,
+            "scale": self.scale,
+            "epsilon": self.epsilon,
+            "momentum": float(self.layer.momentum),
+            "trainable": bool(self.layer.trainable),
+            "dtype_policy": self.layer.dtype_policy.name,
+            "calls": self.calls,
+            "producer": self.producer.name if self.producer is not None else None,
+            "producer_kind": self.producer_kind,
+            "producer_exclusive": self.producer_exclusive,
+            "consumers": [layer.name for layer in self.consumers],
+            "relu_after": self.relu.name if self.relu is not None else None,
+        }
+
+
+def is_graph_model(layer):
+    """True for models normswap can rewrite: Functional (incl. Sequential built on an input)."""
+    return isinstance(layer, keras.Model) and _functional_of(layer) is not None
+
+
+def _functional_of(model):
+    if isinstance(model, keras.Sequential):
+        return getattr(model, "_functional", None)
+    if hasattr(model, "_nodes_by_depth"):
+        return model
+    return None
+
+
+def model_nodes(model):
+    """The call nodes of a graph model, inputs first (a topological order)."""
+    functional = _functional_of(model)
+    nodes = []
+    for depth in sorted(functional._nodes_by_depth, reverse=True):
+        nodes.extend(n for n in functional._nodes_by_depth[depth] if not n.is_input)
+    return nodes
+
+
+def _producing_node(tensor):
+    history = tensor._keras_history
+    return history.operation._inbound_nodes[history.node_index]
+
+
+def _is_relu(layer):
+    if isinstance(layer, keras.layers.ReLU):
+        return (layer.max_value is None and float(layer.negative_slope) == 0.0
+                and float(layer.threshold) == 0.0)
+    if isinstance(layer, keras.layers.Activation):
+        activation = getattr(layer.activation, "__name__", str(layer.activation))
+        return activation in RELU_NAMES
+    return False
+
+
+def _refuse_subclassed(model, path):
+    name = "/".join(path) or model.name
+    raise NormswapError(
+        f"'{name}' is a subclassed model ({type(model).__name__}) whose layers are called "
+        "from Python code, not a graph: normswap can rewrite Functional and Sequential "
+        "models only. Rebuild it with the functional API, or swap its layers in its code.",
+        exit_code=1,
+    )
+
+
+def build_graph(model):
+    """A networkx DiGraph of every layer call in `model` and its nested models.
+
+    Node attributes: `layer`, `scope` (path of the model whose graph holds the call),
+    `node` (the Keras Node). Edge attribute `boundary=True` marks a tensor crossing
+    into or out of a nested model.
+    """
+    if not is_graph_model(model):
+        if isinstance(model, keras.Model):
+            _refuse_subclassed(model, ())
+        raise NormswapError(f"Expected a Keras model, got {type(model).__name__}.", 2)
+    graph = nx.DiGraph()
+    _add_model(graph, model, (model.name,), seen=set())
+    return graph
+
+
+def _add_model(graph, model, scope, seen):
+    functional = _functional_of(model)
+    outputs = {id(t) for t in functional.outputs}
+    for node in model_nodes(model):
+        layer = node.operation
+        key = id(node)
+        graph.add_node(key, layer=layer, scope=scope, node=node,
+                       is_output=any(id(t) in outputs for t in node.outputs))
+        for tensor in node.input_tensors:
+            parent = _producing_node(tensor)
+            if not parent.is_input:
+                graph.add_edge(id(parent), key, tensor=id(tensor))
+        if isinstance(layer, keras.Model):
+            if not is_graph_model(layer):
+                if _contains_batchnorm(layer):
+                    _refuse_subclassed(layer, scope + (layer.name,))
+                continue
+            if id(layer) in seen:
+                continue
+            seen.add(id(layer))
+            _add_model(graph, layer, scope + (layer.name,), seen)
+
+
+def _contains_batchnorm(layer):
+    return any(isinstance(sub, keras.layers.BatchNormalization)
+               for sub in layer._flatten_layers(include_self=True, recursive=True))
+
+
+def find_sites(model, graph=None):
+    """Every BatchNormalization layer in `model` (nested models included), as BNSites."""
+    graph = build_graph(model) if graph is None else graph
+    calls_of = {}
+    for key, data in graph.nodes(data=True):
+        calls_of.setdefault(id(data["layer"]), []).append(key)
+    sites, seen = [], set()
+    for key in nx.topological_sort(graph):
+        data = graph.nodes[key]
+        layer = data["layer"]
+        if not isinstance(layer, keras.layers.BatchNormalization) or id(layer) in seen:
+            continue
+        seen.add(id(layer))
+        sites.append(_describe_site(graph, key, calls_of))
+    return sites
+
+
+def _describe_site(graph, key, calls_of):
+    data = graph.nodes[key]
+    layer, node = data["layer"], data["node"]
+    input_shape = tuple(node.input_tensors[0].shape)
+    rank = len(input_shape)
+    axis = layer.axis[0] if isinstance(layer.axis, (list, tuple)) else layer.axis
+    axis = axis + rank if axis < 0 else axis
+    calls = len(calls_of[id(layer)])
+    site = BNSite(layer=layer, path=data["scope"] + (layer.name,),
+                  axis=axis, rank=rank, channels=input_shape[axis],
+                  input_shape=input_shape, calls=calls)
+    site.consumers = [graph.nodes[k]["layer"] for k in graph.successors(key)]
+    if calls != 1:
+        return site
+    parents = list(graph.predecessors(key))
+    if len(parents) == 1:
+        parent = graph.nodes[parents[0]]
+        site.producer = parent["layer"]
+        site.producer_input_shape = tuple(parent["node"].input_tensors[0].shape)
+        site.producer_exclusive = (
+            len(calls_of[id(site.producer)]) == 1
+            and not parent["is_output"]
+            and list(graph.successors(parents[0])) == [key]
+        )
+    children = list(graph.successors(key))
+    if len(children) == 1 and not data["is_output"]:
+        child = graph.nodes[children[0]]["layer"]
+        if _is_relu(child) and len(calls_of[id(child)]) == 1:
+            site.relu = child
+    return site

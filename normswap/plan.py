@@ -1,0 +1,137 @@
+"""BN sites + target + options -> a plan: per site, what will change, or why it will not.
+
+The plan is built without touching the model; `normswap --dry-run` prints it and stops,
+and the report of a conversion is the plan with its outcome filled in.
+"""
+
+import dataclasses
+import fnmatch
+
+from normswap.errors import UsageError
+from normswap.graph import find_sites
+from normswap.targets import all_targets, get_target
+
+SWAP, FALLBACK, SKIP = "swap", "fallback", "skip"
+
+
+@dataclasses.dataclass
+class SitePlan:
+    """One BN site's fate. `target` is None when the site is skipped."""
+
+    site: object
+    target: object
+    params: dict
+    action: str
+    reason: str = None
+    carried: list = dataclasses.field(default_factory=list)
+    notes: list = dataclasses.field(default_factory=list)
+    new_class: str = None
+    fidelity: dict = None  # per-site fidelity, filled by calibration when it runs
+
+    @property
+    def exact(self):
+        return self.target is not None and self.target.exact
+
+    def to_dict(self):
+        return {
+            "path": self.site.name,
+            "action": self.action,
+            "from": type(self.site.layer).__name__,
+            "to": self.new_class or (self.target.name if self.target else None),
+            "target": self.target.name if self.target else None,
+            "params": self.params,
+            "carried": self.carried,
+            "exact": self.exact,
+            "reason": self.reason,
+            "notes": self.notes,
+            "channels": self.site.channels,
+            "rank": self.site.rank,
+            "producer": self.site.producer.name if self.site.producer is not None else None,
+            "fidelity": self.fidelity,
+        }
+
+
+@dataclasses.dataclass
+class Plan:
+    target: object
+    options: dict
+    sites: list
+
+    @property
+    def swapped(self):
+        return [s for s in self.sites if s.target is not None]
+
+    @property
+    def skipped(self):
+        return [s for s in self.sites if s.target is None]
+
+    def to_dict(self):
+        return {"target": self.target.name, "options": _jsonable(self.options),
+                "sites": [s.to_dict() for s in self.sites]}
+
+
+def _jsonable(options):
+    return {k: v for k, v in options.items()
+            if isinstance(v, (str, int, float, bool, list, tuple, type(None)))}
+
+
+def known_options():
+    """Every target-specific option a registered target declares, with its default."""
+    options = {}
+    for target in all_targets().values():
+        options.update(target.options)
+    return options
+
+
+def _patterns(value):
+    if value is None:
+        return []
+    return [value] if isinstance(value, str) else list(value)
+
+
+def _matches(site, patterns):
+    return any(fnmatch.fnmatchcase(site.layer.name, p) or fnmatch.fnmatchcase(site.name, p)
+               for p in patterns)
+
+
+def _selection_skip(site, only, skip):
+    if only and not _matches(site, only):
+        return "not selected by --only"
+    if skip and _matches(site, skip):
+        return "excluded by --skip"
+    return None
+
+
+def make_plan(model, target, *, only=None, skip=None, exact=False, sites=None, **options):
+    """Decide every BN site's fate. Raises UsageError for unknown options or targets."""
+    target = get_target(target)
+    defaults = known_options()
+    unknown = sorted(set(options) - set(defaults))
+    if unknown:
+        raise UsageError(f"Unknown option(s) {', '.join(unknown)}. "
+                         f"Target options: {', '.join(sorted(defaults)) or 'none'}.")
+    options = {**defaults, **options}
+    if exact and not target.exact:
+        raise UsageError(
+            f"Target '{target.name}' cannot reproduce a BatchNormalization at inference, "
+            "so exact=True is refused. Exact targets: "
+            + ", ".join(n for n, t in all_targets().items() if t.exact) + ".")
+    only, skip = _patterns(only), _patterns(skip)
+    sites = find_sites(model) if sites is None else sites
+    plans = [_plan_site(site, target, options, only, skip) for site in sites]
+    return Plan(target=target, options={**options, "exact": exact}, sites=plans)
+
+
+def _plan_site(site, target, options, only, skip):
+    reason = _selection_skip(site, only, skip)
+    if reason:
+        return SitePlan(site, None, {}, SKIP, reason)
+    refusal = target.check(site, options)
+    if refusal is None:
+        return SitePlan(site, target, target.parameters(site, options), SWAP)
+    if refusal.fallback:
+        fallback = get_target(refusal.fallback)
+        if fallback.check(site, options) is None:
+            return SitePlan(site, fallback, fallback.parameters(site, options), FALLBACK,
+                            f"{refusal.reason}; used {fallback.name}")
+    return SitePlan(site, None, {}, SKIP, refusal.reason)

@@ -1,0 +1,115 @@
+"""What a swap target is: a name, the layer it builds from a BN site, and its carry rule.
+
+A target is one small module under `normswap/targets/` that defines a `Target` subclass and
+registers an instance with `@register`. The engine looks targets up by name (or by the layer
+class a user passes) and never names a normalization itself.
+"""
+
+import dataclasses
+
+import numpy as np
+
+IDENTITY = "identity"  # a replacement that removes the layer: its call returns its input
+
+
+@dataclasses.dataclass
+class Skip:
+    """Why a target cannot take a site, and optionally the target that takes it instead."""
+
+    reason: str
+    fallback: str = None
+
+
+@dataclasses.dataclass
+class Replacement:
+    """What a target does to one site.
+
+    `layers` maps original layers (the BN, and any neighbour the target changes, such as
+    the conv a BN is folded into or a ReLU a TLU absorbs) to their new built layers, or to
+    IDENTITY when the layer disappears. `carried` names what came over from the BN.
+    """
+
+    layers: dict
+    carried: list
+    notes: list = dataclasses.field(default_factory=list)
+
+
+class Target:
+    """Base class of swap targets. Subclasses set the class attributes and `replace`."""
+
+    name = None  # registry key, lower case, as typed on the command line
+    summary = ""  # one line for `normswap targets`
+    exact = False  # the carried model reproduces the BN model at inference
+    layer_classes = ()  # layer classes that select this target in swap(model, Class)
+    options = {}  # target-specific swap options and their defaults
+
+    def check(self, site, options):
+        """None if this target can take `site`, else a `Skip`."""
+        return None
+
+    def parameters(self, site, options):
+        """The per-site parameters (e.g. the group count) shown in the plan."""
+        return {}
+
+    def replace(self, site, params):
+        """Build the new layer(s) for `site`, carry the BN's weights, return a Replacement."""
+        raise NotImplementedError
+
+
+def bn_numbers(layer):
+    """The BN's γ, β, moving mean and variance as float64 arrays (γ=1, β=0 where absent)."""
+    mean = np.asarray(layer.moving_mean.numpy(), dtype=np.float64)
+    var = np.asarray(layer.moving_variance.numpy(), dtype=np.float64)
+    gamma = (np.asarray(layer.gamma.numpy(), dtype=np.float64) if layer.scale
+             else np.ones_like(mean))
+    beta = (np.asarray(layer.beta.numpy(), dtype=np.float64) if layer.center
+            else np.zeros_like(mean))
+    return gamma, beta, mean, var
+
+
+def bn_affine(layer):
+    """The per-channel (scale, offset) a BN applies at inference, in float64."""
+    gamma, beta, mean, var = bn_numbers(layer)
+    scale = gamma / np.sqrt(var + float(layer.epsilon))
+    return scale, beta - mean * scale
+
+
+def affine_names(layer):
+    """Names of the BN weights that exist, for the report's 'carried' column."""
+    return [name for name, present in (("gamma", layer.scale), ("beta", layer.center))
+            if present]
+
+
+def like_bn(site):
+    """Constructor arguments that make a new layer take the BN's place: its name, dtype
+    policy and trainable flag."""
+    layer = site.layer
+    return {"name": layer.name, "dtype": layer.dtype_policy, "trainable": layer.trainable}
+
+
+def keras_axis(site):
+    """The BN's channel axis as Keras layers spell it: -1 when last, else its index."""
+    return -1 if site.axis == site.rank - 1 else site.axis
+
+
+def built(site, new_layer):
+    """`new_layer` built for the BN's input shape, ready for weights."""
+    new_layer.build(site.input_shape)
+    return new_layer
+
+
+def assign(variable, value):
+    """Set a Keras variable from a NumPy value, in the variable's own dtype."""
+    variable.assign(np.asarray(value).astype(variable.dtype))
+
+
+def carry_affine(site, new_layer, gamma_name="gamma", beta_name="beta"):
+    """Copy the BN's γ and β (those it has) into the new layer's per-channel weights."""
+    gamma, beta, _, _ = bn_numbers(site.layer)
+    carried = []
+    for name, value, present in ((gamma_name, gamma, site.scale), (beta_name, beta, site.center)):
+        variable = getattr(new_layer, name, None)
+        if present and variable is not None:
+            assign(variable, value)
+            carried.append(name)
+    return carried

@@ -1,0 +1,104 @@
+"""Old model vs new model on the same probe batch.
+
+Exact conversions must agree to float32 round-off: max |Δ| ≤ 1e-4 × the original output's
+scale (its largest magnitude, at least 1e-6). Inexact ones report how far they moved.
+"""
+
+import dataclasses
+
+import keras
+import numpy as np
+
+from normswap.errors import NormswapError
+
+EXACT_TOLERANCE = 1e-4
+PROBE_BATCH = 4
+PROBE_SPATIAL = 32  # size of an input dimension the model leaves unknown
+PROBE_SEED = 0
+
+
+def probe_batch(model, batch_size=PROBE_BATCH, seed=PROBE_SEED):
+    """A deterministic input batch shaped from the model's inputs (a list, one per input)."""
+    rng = np.random.default_rng(seed)
+    batch = []
+    for tensor in model.inputs:
+        shape = [batch_size] + [d if d is not None else PROBE_SPATIAL for d in tensor.shape[1:]]
+        dtype = str(tensor.dtype)
+        if "int" in dtype:
+            batch.append(rng.integers(0, 2, size=shape).astype(dtype))
+        else:
+            batch.append(rng.standard_normal(shape).astype("float32"))
+    return batch
+
+
+def as_model_input(model, batch):
+    """A user batch as the model takes it: one array, or a list for several inputs."""
+    arrays = list(batch) if isinstance(batch, (list, tuple)) else [batch]
+    if len(arrays) != len(model.inputs):
+        raise NormswapError(
+            f"The probe batch has {len(arrays)} array(s) but the model has "
+            f"{len(model.inputs)} input(s).", 2)
+    structure = getattr(getattr(model, "_functional", model), "_inputs_struct", None)
+    if structure is not None:
+        return keras.tree.pack_sequence_as(structure, arrays)
+    return arrays[0] if len(arrays) == 1 else arrays
+
+
+def outputs_of(model, batch):
+    """The model's outputs on `batch` at inference, as a list of float64 arrays."""
+    result = model(as_model_input(model, batch), training=False)
+    return [np.asarray(keras.ops.convert_to_numpy(y), dtype=np.float64)
+            for y in keras.tree.flatten(result)]
+
+
+@dataclasses.dataclass
+class Fidelity:
+    """How far the new model's outputs are from the original's on one batch."""
+
+    max_abs: float
+    mean_abs: float
+    scale: float
+    top1_agreement: float = None  # for classifiers: share of samples with the same argmax
+    samples: int = 0
+    source: str = "probe"
+
+    @property
+    def relative(self):
+        return self.max_abs / self.scale
+
+    def to_dict(self):
+        return {"max_abs_deviation": self.max_abs, "mean_abs_deviation": self.mean_abs,
+                "relative_max_deviation": self.relative, "output_scale": self.scale,
+                "top1_agreement": self.top1_agreement, "samples": self.samples,
+                "source": self.source}
+
+
+def compare(old_outputs, new_outputs, source="probe"):
+    """Fidelity of `new_outputs` against `old_outputs` (lists of arrays)."""
+    if any(not np.all(np.isfinite(y)) for y in new_outputs):
+        return Fidelity(float("inf"), float("inf"), 1.0, samples=len(old_outputs[0]),
+                        source=source)
+    deltas = [np.abs(a - b) for a, b in zip(old_outputs, new_outputs)]
+    scale = max(1e-6, max(float(np.max(np.abs(a))) for a in old_outputs))
+    top1 = None
+    first_old, first_new = old_outputs[0], new_outputs[0]
+    if first_old.ndim == 2 and first_old.shape[1] > 1:
+        top1 = float(np.mean(first_old.argmax(1) == first_new.argmax(1)))
+    return Fidelity(
+        max_abs=max(float(d.max()) for d in deltas),
+        mean_abs=float(np.mean(np.concatenate([d.ravel() for d in deltas]))),
+        scale=scale, top1_agreement=top1, samples=len(first_old), source=source)
+
+
+def verify(old_model, new_model, batch=None, *, exact):
+    """Run both models on the batch; raise when an exact conversion does not agree."""
+    source = "probe" if batch is None else "user"
+    batch = probe_batch(old_model) if batch is None else batch
+    fidelity = compare(outputs_of(old_model, batch), outputs_of(new_model, batch), source)
+    if exact and not fidelity.relative <= EXACT_TOLERANCE:
+        raise NormswapError(
+            "Verification failed: the converted model should reproduce the original at "
+            f"inference but its outputs differ by up to {fidelity.max_abs:.3g} "
+            f"({fidelity.relative:.2e} of the output scale, tolerance {EXACT_TOLERANCE:g}). "
+            "Nothing was written; please report this model.")
+    return fidelity
