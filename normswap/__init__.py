@@ -10,6 +10,10 @@ Every model normswap writes loads with `keras.models.load_model` after `import n
 
 __version__ = "0.1.0"
 
+from normswap._quiet import import_keras_quietly
+
+import_keras_quietly()
+
 from normswap import layers
 from normswap.convert import Conversion, convert, plan, swap
 from normswap.errors import NormswapError, UsageError

@@ -39,7 +39,8 @@ class BNSite:
 
     @property
     def name(self):
-        return "/".join(self.path)
+        """The BN's path below the outermost model ("block1_bn", "resnet50/conv1_bn")."""
+        return "/".join(self.path[1:])
 
     @property
     def epsilon(self):

@@ -50,6 +50,14 @@ class Report:
         return json.dumps(self.to_dict(), indent=2, default=str)
 
 
+SYMBOLS = {"gamma": "γ", "beta": "β", "moving_mean": "μ", "moving_variance": "σ²",
+           "epsilon": "ε"}
+
+
+def _carried_text(carried):
+    return " ".join(SYMBOLS.get(name, name) for name in carried) or "-"
+
+
 def _params_text(params):
     return ", ".join(f"{k}={v}" for k, v in params.items()) or "-"
 
@@ -62,7 +70,7 @@ def site_table(site_plans, title):
     for sp in site_plans:
         note = "; ".join(filter(None, [sp.reason] + list(sp.notes)))
         to = sp.new_class or (sp.target.name if sp.target else "[dim]kept[/dim]")
-        table.add_row(sp.site.name, to, _params_text(sp.params), ", ".join(sp.carried) or "-",
+        table.add_row(sp.site.name, to, _params_text(sp.params), _carried_text(sp.carried),
                       "yes" if sp.exact else ("-" if sp.target is None else "no"), note)
     return table
 

@@ -1,0 +1,237 @@
+"""The `normswap` command.
+
+    normswap MODEL --to TARGET -o OUT [options]   convert and save
+    normswap inspect MODEL                         the model's BN sites
+    normswap targets                               what can be swapped in
+    normswap demo [--to TARGET]                    the embedded example
+
+Exit status: 0 on success, 2 for bad usage or an unreadable input, 1 for any other failure.
+A failure prints one line on stderr; --debug shows the traceback.
+"""
+
+import contextlib
+import json
+import sys
+import traceback
+import warnings
+
+import click
+from rich.console import Console
+
+from normswap.errors import NormswapError, UsageError
+
+stderr = Console(stderr=True)
+stdout = Console()
+
+
+class _DefaultToConvert(click.Group):
+    """A group whose first argument, when not a subcommand, is the MODEL of `convert`."""
+
+    def parse_args(self, ctx, args):
+        if args and args[0] not in self.commands and args[0] not in ("--help", "-h",
+                                                                      "--version"):
+            args = ["convert"] + list(args)
+        return super().parse_args(ctx, args)
+
+
+@contextlib.contextmanager
+def _step(message, quiet=False):
+    """A spinner on stderr for a step that may take more than a second."""
+    if quiet or not stderr.is_terminal:
+        yield
+        return
+    with stderr.status(message):
+        yield
+
+
+def _groups(value):
+    if value is None or value == "auto":
+        return value
+    try:
+        groups = int(value)
+    except ValueError:
+        raise click.BadParameter(f"expected a positive integer or 'auto', got '{value}'")
+    if groups < 1:
+        raise click.BadParameter(f"expected a positive integer or 'auto', got {groups}")
+    return groups
+
+
+@click.group(cls=_DefaultToConvert, context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(package_name="normswap", message="normswap %(version)s")
+def cli():
+    """Swap the BatchNormalization layers of a trained Keras model for another
+    normalization, carry the learned weights, verify, and save.
+
+    \b
+    normswap model.h5 --to groupnorm -o out.keras
+    normswap inspect model.h5
+    normswap targets
+    normswap demo
+    """
+
+
+def _load(source, weights, custom_objects):
+    import normswap.io as io
+
+    objects = io.load_custom_objects(custom_objects) if custom_objects else None
+    return io.load_model(source, weights=weights, custom_objects=objects)
+
+
+@cli.command("convert")
+@click.argument("model")
+@click.option("--to", "target", required=True, help="Target name (see `normswap targets`).")
+@click.option("-o", "--output", type=click.Path(dir_okay=False), help="Where to write the model (.keras or .h5).")
+@click.option("--groups", callback=lambda c, p, v: _groups(v), help="Group count for groupnorm/evonorm: N or 'auto'.")
+@click.option("--only", multiple=True, metavar="GLOB", help="Convert only BN layers whose name matches (repeatable).")
+@click.option("--skip", multiple=True, metavar="GLOB", help="Keep BN layers whose name matches (repeatable).")
+@click.option("--exact", is_flag=True, help="Require a conversion that reproduces the model at inference.")
+@click.option("--dry-run", is_flag=True, help="Print the plan and write nothing.")
+@click.option("--json", "as_json", is_flag=True, help="Print the report as JSON on stdout.")
+@click.option("--force", is_flag=True, help="Overwrite an existing output file.")
+@click.option("--weights", default="imagenet", show_default=True, help="For keras:<Application>: imagenet, none, or a weights file.")
+@click.option("--custom-objects", type=click.Path(), help="A Python file defining the model's custom layers.")
+@click.option("--debug", is_flag=True, help="Show tracebacks and TensorFlow's own messages.")
+def convert_command(model, target, output, groups, only, skip, exact, dry_run, as_json,
+                    force, weights, custom_objects, debug):
+    """Convert MODEL (a .keras / .h5 file or keras:<Application>) and write it to OUTPUT."""
+    import normswap
+    from normswap.report import render, site_table
+
+    normswap.get_target(target)  # an unknown target fails before any loading
+    if not dry_run and not output:
+        raise UsageError("Missing option '-o' / '--output' (or use --dry-run).")
+    options = {} if groups is None else {"groups": groups}
+    with _step(f"Loading {model}", as_json):
+        loaded = _load(model, weights, custom_objects)
+    if dry_run:
+        plan = normswap.plan(loaded, target, only=only, skip=skip, exact=exact, **options)
+        if as_json:
+            click.echo(json.dumps(plan.to_dict(), indent=2, default=str))
+        else:
+            stdout.print(site_table(plan.sites, f"Plan: {loaded.name} → {plan.target.name} (dry run, nothing written)"))
+        return
+    from normswap.io import save_model
+
+    protected = (model,) if not model.startswith("keras:") else ()
+    _refuse_existing(output, force, protected)
+    with _step("Converting and verifying", as_json):
+        result = normswap.convert(loaded, target, only=only, skip=skip, exact=exact, **options)
+    with _step(f"Saving {output}", as_json):
+        written = save_model(result.model, output, force=force, protected=protected)
+    if as_json:
+        click.echo(json.dumps({**result.report.to_dict(), "output": str(written)}, indent=2, default=str))
+    else:
+        render(result.report, stdout)
+        stdout.print(f"Wrote {written}")
+
+
+def _refuse_existing(output, force, protected):
+    """Check the output path before the work, so a refusal costs nothing."""
+    import os
+
+    if any(os.path.exists(p) and os.path.exists(output) and os.path.samefile(p, output)
+           for p in protected):
+        raise UsageError(f"Refusing to write over the input file '{output}'.")
+    if os.path.exists(output) and not force:
+        raise UsageError(f"'{output}' exists; pass --force to overwrite it.")
+
+
+@cli.command("inspect")
+@click.argument("model")
+@click.option("--json", "as_json", is_flag=True, help="Print a JSON object with a `sites` list.")
+@click.option("--weights", default="imagenet", show_default=True, help="For keras:<Application>.")
+@click.option("--custom-objects", type=click.Path(), help="A Python file defining custom layers.")
+@click.option("--debug", is_flag=True, help="Show tracebacks.")
+def inspect_command(model, as_json, weights, custom_objects, debug):
+    """List the BatchNormalization sites of MODEL and their neighbourhoods."""
+    from rich.table import Table
+
+    from normswap.graph import find_sites
+
+    with _step(f"Loading {model}", as_json):
+        loaded = _load(model, weights, custom_objects)
+    sites = find_sites(loaded)
+    if as_json:
+        payload = {"model": loaded.name, "params": loaded.count_params(),
+                   "sites": [s.to_dict() for s in sites]}
+        click.echo(json.dumps(payload, indent=2, default=str))
+        return
+    table = Table(title=f"{loaded.name}: {len(sites)} BatchNormalization sites")
+    for column in ("BN site", "shape", "axis", "ε", "producer", "feeds", "then"):
+        table.add_column(column, overflow="fold")
+    for s in sites:
+        producer = "-" if s.producer is None else f"{s.producer.name} ({s.producer_kind})"
+        if s.producer is not None and not s.producer_exclusive:
+            producer += " [yellow]shared[/yellow]"
+        table.add_row(s.name, str(tuple(s.input_shape[1:])), str(s.axis), f"{s.epsilon:g}",
+                      producer, ", ".join(c.name for c in s.consumers) or "output",
+                      "relu" if s.relu is not None else "")
+    stdout.print(table)
+
+
+@cli.command("targets")
+@click.option("--json", "as_json", is_flag=True, help="Print the targets as JSON.")
+def targets_command(as_json):
+    """List the targets normswap can swap in."""
+    from rich.table import Table
+
+    from normswap.targets import all_targets
+
+    targets = all_targets()
+    if as_json:
+        click.echo(json.dumps({n: {"exact": t.exact, "summary": t.summary,
+                                   "options": t.options} for n, t in targets.items()},
+                              indent=2, default=str))
+        return
+    table = Table(title="normswap targets")
+    for column in ("target", "exact", "what"):
+        table.add_column(column)
+    for name, target in targets.items():
+        table.add_row(name, "yes" if target.exact else "no", target.summary)
+    stdout.print(table)
+
+
+@cli.command("demo")
+@click.option("--to", "target", default="groupnorm", show_default=True, help="Target to convert the demo model to.")
+@click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
+@click.option("--debug", is_flag=True, help="Show tracebacks.")
+def demo_command(target, as_json, debug):
+    """Convert the bundled MNIST CNN and show its accuracy before and after."""
+    from normswap.demo import run_demo
+
+    run_demo(target, as_json=as_json, console=stdout)
+
+
+def main(argv=None):
+    """Entry point: run the command, turn every failure into one line and an exit code."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    debug = "--debug" in argv
+    if not debug:
+        warnings.filterwarnings("ignore")
+    try:
+        cli.main(args=argv, prog_name="normswap", standalone_mode=False)
+    except click.exceptions.Abort:
+        stderr.print("normswap: aborted", highlight=False)
+        return 130
+    except click.ClickException as error:
+        _fail(error.format_message(), 2, debug)
+        return 2
+    except NormswapError as error:
+        _fail(str(error), error.exit_code, debug)
+        return error.exit_code
+    except Exception as error:  # noqa: BLE001 - the last line of defence for users
+        _fail(f"unexpected {type(error).__name__}: {error} (rerun with --debug for details)",
+              1, debug)
+        return 1
+    return 0
+
+
+def _fail(message, code, debug):
+    if debug:
+        traceback.print_exc()
+    first_line = " ".join(str(message).split("\n")[0].split())
+    print(f"normswap: error: {first_line}", file=sys.stderr)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

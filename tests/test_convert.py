@@ -1,0 +1,267 @@
+"""Conversions against the original model's outputs."""
+
+import keras
+import numpy as np
+import pytest
+
+import normswap
+from normswap.verify import outputs_of, probe_batch
+from tests.models import (affine_free_model, channels_first_model, count_bn, multi_io_model,
+                          nested_model, randomize_bn, shared_bn_model, small_cnn)
+
+EXACT = ["fold", "frozenbn", "batchrenorm"]
+INEXACT = ["groupnorm", "layernorm", "instancenorm"]
+APPLICATIONS = {
+    "ResNet50": (32, 32, 3),
+    "MobileNetV2": (32, 32, 3),
+    "EfficientNetB0": (32, 32, 3),
+    "DenseNet121": (32, 32, 3),
+}
+
+
+def relative_gap(old, new, batch):
+    a, b = outputs_of(old, batch), outputs_of(new, batch)
+    return max(float(np.max(np.abs(x - y))) for x, y in zip(a, b)) / max(
+        float(np.max(np.abs(x))) for x in a)
+
+
+@pytest.fixture(scope="module", params=sorted(APPLICATIONS))
+def application(request):
+    builder = getattr(keras.applications, request.param)
+    model = builder(weights=None, input_shape=APPLICATIONS[request.param], classes=10)
+    return randomize_bn(model, seed=1)
+
+
+@pytest.mark.parametrize("target", EXACT)
+def test_exact_targets_reproduce_applications(application, target):
+    batch = probe_batch(application, seed=7)
+    before = [w.copy() for w in application.get_weights()]
+    result = normswap.convert(application, target)
+    assert relative_gap(application, result.model, batch) <= 1e-4
+    if target != "batchrenorm":
+        assert count_bn(result.model) == 0
+    assert all(np.array_equal(a, b) for a, b in zip(before, application.get_weights()))
+
+
+def test_inexact_target_on_application_is_finite_and_reported(application):
+    result = normswap.convert(application, "groupnorm")
+    assert count_bn(result.model) == 0
+    assert np.all(np.isfinite(outputs_of(result.model, probe_batch(application))[0]))
+    assert result.report.fidelity.max_abs > 0 and not result.report.exact
+
+
+@pytest.mark.parametrize("target", EXACT + INEXACT)
+def test_every_target_on_small_cnn(target):
+    model = small_cnn()
+    result = normswap.convert(model, target)
+    batch = probe_batch(model, seed=3)
+    gap = relative_gap(model, result.model, batch)
+    if target in EXACT:
+        assert gap <= 1e-4
+    else:
+        assert np.isfinite(gap) and gap > 1e-3  # moved, and the report says by how much
+        assert result.report.fidelity.relative > 1e-3
+
+
+def test_names_weights_dtype_and_trainable_of_kept_layers():
+    model = small_cnn()
+    model.get_layer("b1_conv").trainable = False
+    new = normswap.swap(model, "groupnorm")
+    for layer in model.layers:
+        clone = new.get_layer(layer.name)
+        assert clone is not layer
+        assert clone.trainable == layer.trainable
+        assert clone.dtype_policy.name == layer.dtype_policy.name
+        if not isinstance(layer, keras.layers.BatchNormalization):
+            for a, b in zip(layer.get_weights(), clone.get_weights()):
+                np.testing.assert_array_equal(a, b)
+    assert isinstance(new.get_layer("b1_bn"), keras.layers.GroupNormalization)
+
+
+def test_new_model_trains_without_touching_the_original():
+    model = small_cnn()
+    before = [w.copy() for w in model.get_weights()]
+    new = normswap.swap(model, "frozenbn")
+    new.compile("sgd", "mse")
+    new.fit(np.ones((4, 12, 12, 3)), np.ones((4, 5)), epochs=1, verbose=0)
+    assert all(np.array_equal(a, b) for a, b in zip(before, model.get_weights()))
+
+
+def test_fold_falls_back_where_it_cannot_fold():
+    result = normswap.convert(small_cnn(), "fold")
+    by_name = {s.site.layer.name: s for s in result.report.sites}
+    assert by_name["b1_bn"].action == "swap" and "b1_conv" in by_name["b1_bn"].notes[0]
+    assert by_name["post_add_bn"].action == "fallback"
+    assert "Add" in by_name["post_add_bn"].reason
+    assert by_name["post_add_bn"].new_class == "ChannelAffine"
+    assert by_name["fc_bn"].action == "swap"  # Dense folds too
+
+
+def test_fold_refuses_a_conv_that_feeds_another_path():
+    model = multi_io_model()
+    result = normswap.convert(model, "fold")
+    site = {s.site.layer.name: s for s in result.report.sites}["conv_bn"]
+    assert site.action == "fallback" and "also feeds" in site.reason
+    batch = probe_batch(model)
+    assert relative_gap(model, result.model, batch) <= 1e-4
+    assert [o.shape for o in result.model.outputs] == [o.shape for o in model.outputs]
+
+
+def test_fold_adds_a_bias_when_the_conv_has_none():
+    model = small_cnn()
+    new = normswap.swap(model, "fold")
+    assert model.get_layer("b1_conv").use_bias is False
+    assert new.get_layer("b1_conv").use_bias is True
+
+
+@pytest.mark.parametrize("target", EXACT + ["groupnorm"])
+def test_nested_models_are_walked(target):
+    model = randomize_bn(nested_model(), seed=4)
+    assert count_bn(model) == 3
+    result = normswap.convert(model, target)
+    if target != "batchrenorm":
+        assert count_bn(result.model) == 0
+    assert {s.site.name for s in result.report.sites} >= {"inner/b1_bn", "inner/post_add_bn"}
+    assert isinstance(result.model, keras.Sequential)
+    if target in EXACT:
+        assert relative_gap(model, result.model, probe_batch(model)) <= 1e-4
+
+
+def test_shared_bn_becomes_one_shared_replacement():
+    model = shared_bn_model()
+    result = normswap.convert(model, "frozenbn")
+    (site,) = result.report.sites
+    assert site.site.calls == 2
+    replacements = [l for l in result.model.layers if isinstance(l, normswap.ChannelAffine)]
+    assert len(replacements) == 1 and len(replacements[0]._inbound_nodes) == 2
+    assert relative_gap(model, result.model, probe_batch(model)) <= 1e-4
+    fold = normswap.convert(model, "fold").report.sites[0]
+    assert fold.action == "fallback" and "shared" in fold.reason
+
+
+def test_multi_input_multi_output():
+    model = multi_io_model()
+    result = normswap.convert(model, "groupnorm")
+    assert len(result.model.outputs) == 2 and len(result.model.inputs) == 2
+    assert count_bn(result.model) == 0
+
+
+def test_channels_first():
+    model = channels_first_model()
+    for target in ("fold", "frozenbn", "batchrenorm"):
+        result = normswap.convert(model, target)
+        assert relative_gap(model, result.model, probe_batch(model)) <= 1e-4, target
+    new = normswap.swap(model, "groupnorm", groups=2)
+    assert new.get_layer("bn").axis == 1
+
+
+def test_center_and_scale_false():
+    model = affine_free_model()
+    for target in EXACT:
+        result = normswap.convert(model, target)
+        assert relative_gap(model, result.model, probe_batch(model)) <= 1e-4, target
+    report = normswap.convert(model, "groupnorm", groups=2).report
+    carried = {s.site.layer.name: s.carried for s in report.sites}
+    assert carried == {"no_center": ["gamma"], "no_scale": ["beta"], "neither": []}
+
+
+def test_mixed_precision_replacements_keep_the_policy():
+    keras.mixed_precision.set_global_policy("mixed_float16")
+    try:
+        model = small_cnn("mixed")
+    finally:
+        keras.mixed_precision.set_global_policy("float32")
+    for target in ("frozenbn", "groupnorm", "batchrenorm"):
+        new = normswap.swap(model, target)
+        layer = new.get_layer("b1_bn")
+        assert layer.dtype_policy.name == "mixed_float16", target
+        assert layer.variable_dtype == "float32"
+        out = outputs_of(new, probe_batch(model))[0]
+        assert np.all(np.isfinite(out))
+    gap = relative_gap(model, normswap.swap(model, "frozenbn"), probe_batch(model))
+    assert gap <= 5e-3  # float16 activations: round-off of half precision
+
+
+def test_only_and_skip_select_by_glob():
+    model = small_cnn()
+    report = normswap.convert(model, "frozenbn", only=["b*_bn"]).report
+    assert {s.site.layer.name for s in report.swapped} == {"b1_bn", "b2_bn"}
+    report = normswap.convert(model, "frozenbn", skip="fc_*").report
+    assert "fc_bn" in {s.site.layer.name for s in report.skipped}
+    assert all("skip" in s.reason for s in report.skipped)
+    new = normswap.swap(model, "frozenbn", skip="fc_*")
+    assert isinstance(new.get_layer("fc_bn"), keras.layers.BatchNormalization)
+
+
+def test_groups_auto_rule_and_explicit_groups():
+    from normswap.targets.groupnorm import auto_groups
+
+    assert [auto_groups(c) for c in (8, 16, 24, 64, 72, 144, 512, 2048)] == [1, 1, 1, 4, 4, 9, 32, 32]
+    for channels in range(1, 600):
+        groups = auto_groups(channels)
+        assert channels % groups == 0 and (groups == 1 or channels // groups >= 16)
+    the_plan = normswap.plan(small_cnn(), "groupnorm", groups=3)
+    assert all(s.action == "skip" and "do not divide" in s.reason for s in the_plan.sites)
+    report = normswap.convert(small_cnn(), "groupnorm", groups=4).report
+    assert all(s.params == {"groups": 4} for s in report.sites)
+
+
+def test_layer_class_selects_target():
+    model = small_cnn()
+    assert isinstance(normswap.swap(model, keras.layers.GroupNormalization).get_layer("b1_bn"),
+                      keras.layers.GroupNormalization)
+    assert isinstance(normswap.swap(model, normswap.ChannelAffine).get_layer("b1_bn"),
+                      normswap.ChannelAffine)
+
+
+def test_nothing_to_convert_and_bad_arguments():
+    plain = keras.Sequential([keras.Input((3,)), keras.layers.Dense(2)])
+    with pytest.raises(normswap.NormswapError, match="No BatchNormalization"):
+        normswap.convert(plain, "frozenbn")
+    with pytest.raises(normswap.UsageError, match="Did you mean 'groupnorm'"):
+        normswap.convert(small_cnn(), "gropunorm")
+    with pytest.raises(normswap.UsageError, match="Unknown option"):
+        normswap.convert(small_cnn(), "groupnorm", grups=2)
+    with pytest.raises(normswap.UsageError, match="cannot reproduce"):
+        normswap.convert(small_cnn(), "groupnorm", exact=True)
+
+
+def test_subclassed_models_are_refused_by_name():
+    class Net(keras.Model):
+        def __init__(self):
+            super().__init__()
+            self.bn = keras.layers.BatchNormalization()
+
+        def call(self, x):
+            return self.bn(x)
+
+    net = Net()
+    net(np.zeros((1, 3)))
+    with pytest.raises(normswap.NormswapError, match="Net"):
+        normswap.convert(net, "frozenbn")
+
+
+def test_exact_conversion_that_disagrees_fails_loudly(monkeypatch):
+    from normswap.targets import frozenbn
+
+    original = frozenbn.bn_affine
+    monkeypatch.setattr(frozenbn, "bn_affine", lambda layer: (original(layer)[0] * 1.01,
+                                                              original(layer)[1]))
+    with pytest.raises(normswap.NormswapError, match="Verification failed"):
+        normswap.convert(small_cnn(), "frozenbn")
+
+
+def test_call_keyword_arguments_are_filtered():
+    inputs = keras.Input((4, 4, 2))
+    x = keras.layers.BatchNormalization(name="bn")(inputs, training=False)
+    model = randomize_bn(keras.Model(inputs, x))
+    new = normswap.swap(model, "groupnorm", groups=1)
+    assert isinstance(new.get_layer("bn"), keras.layers.GroupNormalization)
+
+
+def test_plan_changes_nothing_and_lists_every_site():
+    model = small_cnn()
+    the_plan = normswap.plan(model, "fold")
+    assert [s.action for s in the_plan.sites] == ["swap", "swap", "fallback", "swap"]
+    assert count_bn(model) == 4
+    assert the_plan.to_dict()["sites"][2]["target"] == "frozenbn"
