@@ -206,8 +206,13 @@ def main(argv=None):
     """Entry point: run the command, turn every failure into one line and an exit code."""
     argv = list(sys.argv[1:] if argv is None else argv)
     debug = "--debug" in argv
-    if not debug:
-        warnings.filterwarnings("ignore")
+    with warnings.catch_warnings():
+        if not debug:
+            warnings.simplefilter("ignore")
+        return _run(argv, debug)
+
+
+def _run(argv, debug):
     try:
         cli.main(args=argv, prog_name="normswap", standalone_mode=False)
     except click.exceptions.Abort:

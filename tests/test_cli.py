@@ -1,0 +1,173 @@
+"""The `normswap` command end to end, in real subprocesses, as a user runs it."""
+
+import hashlib
+import json
+import os
+import shutil
+import subprocess
+import sys
+
+import keras
+import numpy as np
+import pytest
+
+import normswap  # noqa: F401 - registers the layers for load_model
+
+RESNET8 = "mlperftiny_ic01_resnet8_cifar10.h5"
+
+
+def run(*args, cwd=None):
+    """Run `normswap ARGS` the way the console script does; return the CompletedProcess."""
+    code = ("import sys; sys.argv[0] = 'normswap'; from normswap.cli import main; "
+            "sys.exit(main())")
+    env = {**os.environ, "PYTHONWARNINGS": "ignore"}
+    return subprocess.run([sys.executable, "-c", code, *args], capture_output=True, text=True,
+                          cwd=cwd, env=env, timeout=300)
+
+
+def run_here(capsys, *args):
+    """Run the command in this process (fast); returns (exit status, stdout, stderr)."""
+    from normswap.cli import main
+
+    status = main(list(args))
+    captured = capsys.readouterr()
+    return subprocess.CompletedProcess(args, status, captured.out, captured.err)
+
+
+def digest(path):
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+@pytest.fixture(scope="module")
+def resnet8(realmodels, tmp_path_factory):
+    copy = tmp_path_factory.mktemp("in") / RESNET8
+    shutil.copy(realmodels / RESNET8, copy)
+    return copy
+
+
+def one_error_line(result):
+    lines = [line for line in result.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1, result.stderr
+    assert lines[0].startswith("normswap: error: ")
+    assert "Traceback" not in result.stderr
+    return lines[0]
+
+
+def test_convert_fold_real_model_keeps_accuracy_exactly(resnet8, realmodels, tmp_path):
+    out = tmp_path / "folded.keras"
+    before = digest(resnet8)
+    result = run(str(resnet8), "--to", "fold", "-o", str(out))
+    assert result.returncode == 0, result.stderr
+    assert result.stderr.strip() == ""
+    assert "exact: verified" in result.stdout and f"Wrote {out}" in result.stdout
+    assert digest(resnet8) == before
+    data = np.load(realmodels / "cifar10_test200_mlperftiny_ic01.npz")
+    x, y = data["x"].astype("float32"), data["y"].ravel()
+    original = keras.models.load_model(resnet8, compile=False)
+    converted = keras.models.load_model(out)
+    assert not any(isinstance(l, keras.layers.BatchNormalization) for l in converted.layers)
+    old = original.predict(x, verbose=0).argmax(1)
+    new = converted.predict(x, verbose=0).argmax(1)
+    np.testing.assert_array_equal(old, new)
+    assert np.mean(new == y) >= 0.85
+
+
+def test_json_report_and_h5_output(resnet8, tmp_path):
+    out = tmp_path / "renorm.h5"
+    result = run(str(resnet8), "--to", "batchrenorm", "-o", str(out), "--json")
+    assert result.returncode == 0, result.stderr
+    report = json.loads(result.stdout)
+    assert report["summary"]["swapped"] == 7 and report["summary"]["exact"] is True
+    assert report["fidelity"]["relative_max_deviation"] <= 1e-4
+    assert all(site["to"] == "BatchRenormalization" for site in report["sites"])
+    assert keras.models.load_model(out).count_params() > 0
+
+
+def test_dry_run_writes_nothing(capsys, resnet8, tmp_path):
+    out = tmp_path / "never.keras"
+    result = run_here(capsys, str(resnet8), "--to", "groupnorm", "-o", str(out), "--dry-run", "--json")
+    assert result.returncode == 0, result.stderr
+    plan = json.loads(result.stdout)
+    assert len(plan["sites"]) == 7 and plan["sites"][0]["params"]["groups"] == 1
+    assert not out.exists()
+
+
+def test_inspect_json_lists_every_site(resnet8):
+    result = run("inspect", str(resnet8), "--json")
+    assert result.returncode == 0, result.stderr
+    sites = json.loads(result.stdout)["sites"]
+    assert len(sites) == 7
+    assert sites[0]["producer_kind"] == "Conv2D" and sites[0]["relu_after"]
+
+
+def test_targets_lists_every_registered_target(capsys):
+    result = run_here(capsys, "targets", "--json")
+    assert result.returncode == 0
+    assert set(json.loads(result.stdout)) == set(normswap.all_targets())
+
+
+def test_typo_in_target_name(capsys, resnet8, tmp_path):
+    result = run_here(capsys, str(resnet8), "--to", "swtichnorm", "-o", str(tmp_path / "x.keras"))
+    assert result.returncode == 2
+    assert "Did you mean 'switchnorm'" in one_error_line(result)
+
+
+@pytest.mark.parametrize("make_input, phrase", [
+    (lambda d: d / "missing.h5", "no such file"),
+    (lambda d: d, "directory"),
+    (lambda d: (d / "notes.h5").write_text("hello") and d / "notes.h5", "not"),
+])
+def test_unreadable_inputs(capsys, tmp_path, make_input, phrase):
+    source = make_input(tmp_path)
+    out = tmp_path / "out.keras"
+    result = run_here(capsys, str(source), "--to", "fold", "-o", str(out))
+    assert result.returncode == 2
+    assert phrase in one_error_line(result)
+    assert not out.exists()
+
+
+def test_weights_only_file(capsys, realmodels, tmp_path):
+    result = run_here(capsys, str(realmodels / "crepe_model-tiny_weights_only.h5"), "--to", "fold",
+                 "-o", str(tmp_path / "out.keras"))
+    assert result.returncode == 2
+    assert "weights only" in one_error_line(result)
+
+
+def test_no_batchnorm_is_a_failure_and_writes_nothing(capsys, tmp_path):
+    plain = keras.Sequential([keras.Input((3,)), keras.layers.Dense(2)])
+    source = tmp_path / "plain.keras"
+    plain.save(source)
+    out = tmp_path / "out.keras"
+    result = run_here(capsys, str(source), "--to", "groupnorm", "-o", str(out))
+    assert result.returncode == 1
+    assert "No BatchNormalization" in one_error_line(result)
+    assert not out.exists()
+
+
+def test_refuses_to_overwrite_input_or_existing_output(capsys, resnet8, tmp_path):
+    before = digest(resnet8)
+    result = run_here(capsys, str(resnet8), "--to", "fold", "-o", str(resnet8))
+    assert result.returncode == 2 and "input" in one_error_line(result)
+    assert digest(resnet8) == before
+    existing = tmp_path / "exists.keras"
+    existing.write_bytes(b"keep me")
+    result = run_here(capsys, str(resnet8), "--to", "fold", "-o", str(existing))
+    assert result.returncode == 2 and "--force" in one_error_line(result)
+    assert existing.read_bytes() == b"keep me"
+    assert run_here(capsys, str(resnet8), "--to", "fold", "-o", str(existing), "--force").returncode == 0
+    assert existing.read_bytes() != b"keep me"
+
+
+def test_bad_options(capsys, resnet8, tmp_path):
+    out = str(tmp_path / "o.keras")
+    assert run_here(capsys, str(resnet8), "--to", "groupnorm", "-o", out, "--groups", "0").returncode == 2
+    missing_output = run_here(capsys, str(resnet8), "--to", "fold")
+    assert missing_output.returncode == 2 and "--output" in one_error_line(missing_output)
+    inexact = run_here(capsys, str(resnet8), "--to", "groupnorm", "--exact", "-o", out)
+    assert inexact.returncode == 2 and "cannot reproduce" in one_error_line(inexact)
+
+
+def test_demo_runs_and_reports_accuracy():
+    result = run("demo", "--to", "frozenbn")
+    assert result.returncode == 0, result.stderr
+    assert "Accuracy on 500 held-out digits: 99.2 % before, 99.2 % after" in result.stdout
