@@ -8,8 +8,12 @@ from normswap.errors import NormswapError
 from normswap.plan import make_plan
 from normswap.report import Report
 from normswap.rewrite import rebuild
+from normswap.samples import input_batches
 from normswap.targets import IDENTITY
 from normswap.verify import verify as verify_models
+from normswap.ws import ws_counterpart
+
+DEFAULT_CALIBRATION_SAMPLES = 256
 
 
 @dataclasses.dataclass
@@ -27,45 +31,91 @@ def _as_model(model, custom_objects=None):
     return load_model(model, custom_objects=custom_objects)
 
 
-def plan(model, target, *, only=None, skip=None, exact=False, **options):
+def plan(model, target, *, only=None, skip=None, exact=False, ws=False, **options):
     """The plan of a conversion (per site: target, parameters, or why skipped), no model built."""
-    return make_plan(_as_model(model), target, only=only, skip=skip, exact=exact, **options)
+    return make_plan(_as_model(model), target, only=only, skip=skip, exact=exact, ws=ws,
+                     **options)
 
 
 def _apply(site_plan):
-    replacement = site_plan.target.replace(site_plan.site, site_plan.params)
+    site = site_plan.site
+    replacement = site_plan.target.replace(site, site_plan.params)
     site_plan.carried = replacement.carried
     site_plan.notes += replacement.notes
-    new = replacement.layers[site_plan.site.layer]
+    new = replacement.layers[site.layer]
     site_plan.new_class = "(removed)" if new is IDENTITY else type(new).__name__
-    return replacement.layers
+    layers = dict(replacement.layers)
+    if site_plan.ws:
+        layers[site.producer] = ws_counterpart(site, layers.get(site.producer))
+        site_plan.notes.append(f"'{site.producer.name}' → {type(layers[site.producer]).__name__}")
+    return layers
 
 
-def convert(model, target, *, only=None, skip=None, exact=False, calibration_data=None,
-            probe=None, **options):
+def convert(model, target, *, only=None, skip=None, exact=False, ws=False,
+            calibration_data=None, calibration_samples=DEFAULT_CALIBRATION_SAMPLES,
+            recalibrate_stats=False, distill_steps=0, distill_options=None, eval_data=None,
+            probe=None, progress=False, **options):
     """Swap every selected BatchNormalization of `model` for `target`, carry, verify.
 
-    `model` is a keras.Model (left untouched), or a path / `keras:<Name>` to load.
+    Args:
+        model: a keras.Model (left untouched), or a path / `keras:<Name>` to load.
+        target: a target name (`normswap.all_targets()`) or a layer class.
+        only, skip: layer-name glob patterns selecting the BN sites.
+        exact: require a conversion that reproduces the model at inference.
+        ws: make the convs that feed swapped sites Weight-Standardized.
+        calibration_data: unlabelled input samples (array, tuple of arrays, tf.data, or an
+            iterable of batches); the swapped layers' γ/β are re-fitted on them (at most
+            `calibration_samples` samples).
+        recalibrate_stats: with calibration data, also re-estimate the moving statistics
+            of batch-dependent replacements on the samples.
+        distill_steps: fine-tune the new model this many steps to match the original's
+            outputs on the calibration samples (`distill_options`: see distill.py).
+        eval_data: samples the end-to-end fidelity is measured on (default: the calibration
+            samples, else a generated probe batch; the report says which).
+        probe: the batch exact conversions are verified on (default: generated).
+        **options: target options, e.g. groups=8, switch_init="uniform".
+
     Returns a `Conversion` with `.model` and `.report`. Raises NormswapError when there is
     nothing to convert or when an exact conversion does not reproduce the original.
     """
     model = _as_model(model)
-    the_plan = make_plan(model, target, only=only, skip=skip, exact=exact, **options)
+    the_plan = make_plan(model, target, only=only, skip=skip, exact=exact, ws=ws, **options)
     if not the_plan.sites:
         raise NormswapError(f"No BatchNormalization found in '{model.name}': nothing to convert.")
     if not the_plan.swapped:
         raise NormswapError(f"None of the {len(the_plan.sites)} BatchNormalization sites of "
                             f"'{model.name}' was selected or convertible: nothing to convert.")
+    calibration_batches = eval_batches = None
+    if calibration_data is not None:
+        calibration_batches = input_batches(model, calibration_data, samples=calibration_samples,
+                                            what="calibration data")
+    elif distill_steps or recalibrate_stats:
+        raise NormswapError("Distillation and statistics re-estimation need calibration_data.", 2)
+    if eval_data is not None:
+        eval_batches = input_batches(model, eval_data, what="evaluation data")
     edits = {}
     for site_plan in the_plan.swapped:
         edits.update({id(old): new for old, new in _apply(site_plan).items()})
-    new_model = rebuild(model, edits)
+    new_model, layer_map = rebuild(model, edits)
     calibration = None
-    if calibration_data is not None:
+    if calibration_batches is not None:
         from normswap.calibrate import calibrate
-        calibration = calibrate(model, new_model, the_plan, calibration_data)
-    is_exact = all(sp.exact for sp in the_plan.swapped)
+
+        calibration = calibrate(model, layer_map, the_plan.swapped, calibration_batches,
+                                recalibrate_stats=recalibrate_stats)
+        if distill_steps:
+            from normswap.distill import distill
+
+            calibration["distillation"] = distill(model, new_model, calibration_batches,
+                                                  distill_steps, progress=progress,
+                                                  **(distill_options or {}))
+    is_exact = (all(sp.exact for sp in the_plan.swapped) and not recalibrate_stats
+                and not distill_steps)
     fidelity = verify_models(model, new_model, probe, exact=is_exact)
+    if not is_exact and (eval_batches or calibration_batches):
+        source = "eval" if eval_batches else "calibration"
+        fidelity = verify_models(model, new_model, eval_batches or calibration_batches,
+                                 exact=False, source=source)
     report = Report(model=model.name, target=the_plan.target.name, sites=the_plan.sites,
                     params_before=model.count_params(), params_after=new_model.count_params(),
                     exact=is_exact, fidelity=fidelity, calibration=calibration)

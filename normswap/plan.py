@@ -28,9 +28,11 @@ class SitePlan:
     new_class: str = None
     fidelity: dict = None  # per-site fidelity, filled by calibration when it runs
 
+    ws: bool = False  # the producer conv becomes its weight-standardized counterpart
+
     @property
     def exact(self):
-        return self.target is not None and self.target.exact
+        return self.target is not None and not self.ws and self.target.is_exact(self.params)
 
     def to_dict(self):
         return {
@@ -42,6 +44,7 @@ class SitePlan:
             "params": self.params,
             "carried": self.carried,
             "exact": self.exact,
+            "ws": self.ws,
             "reason": self.reason,
             "notes": self.notes,
             "channels": self.site.channels,
@@ -102,7 +105,8 @@ def _selection_skip(site, only, skip):
     return None
 
 
-def make_plan(model, target, *, only=None, skip=None, exact=False, sites=None, **options):
+def make_plan(model, target, *, only=None, skip=None, exact=False, ws=False, sites=None,
+              **options):
     """Decide every BN site's fate. Raises UsageError for unknown options or targets."""
     target = get_target(target)
     defaults = known_options()
@@ -111,15 +115,33 @@ def make_plan(model, target, *, only=None, skip=None, exact=False, sites=None, *
         raise UsageError(f"Unknown option(s) {', '.join(unknown)}. "
                          f"Target options: {', '.join(sorted(defaults)) or 'none'}.")
     options = {**defaults, **options}
-    if exact and not target.exact:
-        raise UsageError(
-            f"Target '{target.name}' cannot reproduce a BatchNormalization at inference, "
-            "so exact=True is refused. Exact targets: "
-            + ", ".join(n for n, t in all_targets().items() if t.exact) + ".")
+    if exact:
+        options = _exact_options(target, options, ws)
+    if ws and not target.normalizes:
+        raise UsageError(f"ws=True standardizes the convs that feed a normalization, but "
+                         f"'{target.name}' removes the normalization.")
     only, skip = _patterns(only), _patterns(skip)
     sites = find_sites(model) if sites is None else sites
     plans = [_plan_site(site, target, options, only, skip) for site in sites]
-    return Plan(target=target, options={**options, "exact": exact}, sites=plans)
+    if ws:
+        from normswap.ws import plan_ws
+
+        for site_plan in plans:
+            plan_ws(site_plan)
+    return Plan(target=target, options={**options, "exact": exact, "ws": ws}, sites=plans)
+
+
+def _exact_options(target, options, ws):
+    if ws:
+        raise UsageError("ws=True standardizes the conv kernels, which changes what the model "
+                         "computes, so it cannot be combined with exact=True.")
+    exact_options = target.exact_options(options)
+    if exact_options is None:
+        exact_names = [n for n, t in all_targets().items() if t.exact_options({}) is not None]
+        raise UsageError(
+            f"Target '{target.name}' cannot reproduce a BatchNormalization at inference, "
+            f"so exact=True is refused. Targets that can: {', '.join(exact_names)}.")
+    return exact_options
 
 
 def _plan_site(site, target, options, only, skip):

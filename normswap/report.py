@@ -65,13 +65,19 @@ def _params_text(params):
 def site_table(site_plans, title):
     """A rich table with one row per planned or converted site."""
     table = Table(title=title, show_lines=False)
-    for column in ("BN site", "to", "params", "carried", "exact", "note"):
+    fitted = any(sp.fidelity for sp in site_plans)
+    columns = ["BN site", "to", "params", "carried", "exact"] + (["fit R²"] if fitted else [])
+    for column in columns + ["note"]:
         table.add_column(column, overflow="fold")
     for sp in site_plans:
         note = "; ".join(filter(None, [sp.reason] + list(sp.notes)))
         to = sp.new_class or (sp.target.name if sp.target else "[dim]kept[/dim]")
-        table.add_row(sp.site.name, to, _params_text(sp.params), _carried_text(sp.carried),
-                      "yes" if sp.exact else ("-" if sp.target is None else "no"), note)
+        row = [sp.site.name, to, _params_text(sp.params), _carried_text(sp.carried),
+               "yes" if sp.exact else ("-" if sp.target is None else "no")]
+        if fitted:
+            row.append(f"{sp.fidelity['r2_before']:.2f} → {sp.fidelity['r2_after']:.2f}"
+                       if sp.fidelity else "-")
+        table.add_row(*row, note)
     return table
 
 
@@ -84,6 +90,16 @@ def render(report, console=None):
         f"{summary['swapped']} of {summary['sites']} sites converted "
         f"({summary['fallback']} by fallback), {summary['skipped']} kept; "
         f"parameters {report.params_before:,} → {report.params_after:,}.")
+    if report.calibration:
+        c = report.calibration
+        console.print(f"Calibrated {c['sites_calibrated']} sites on {c['samples']} samples in "
+                      f"one pass ({c['layer_calls']} layer calls)"
+                      + ("; moving statistics re-estimated" if c["recalibrated_stats"] else "")
+                      + ".")
+        if "distillation" in c:
+            d = c["distillation"]
+            console.print(f"Distilled {d['steps']} steps ({', '.join(d['loss_kinds'])}): "
+                          f"loss {d['first_loss']:.4g} → {d['last_loss']:.4g}.")
     if report.fidelity is not None:
         f = report.fidelity
         line = (f"Output deviation on {f.samples} {f.source} samples: max {f.max_abs:.3g}, "

@@ -95,9 +95,18 @@ def _accepted_kwargs(layer, kwargs):
     return {k: v for k, v in kwargs.items() if k in parameters or k == "training"}
 
 
+def accepted_kwargs(layer, kwargs):
+    """The call keyword arguments `layer` takes (plus `training`, which Keras routes)."""
+    return _accepted_kwargs(layer, kwargs)
+
+
 def rebuild(model, edits):
-    """A new model in which each layer whose id is in `edits` is replaced (see module doc)."""
+    """A new model in which each layer whose id is in `edits` is replaced (see module doc).
+
+    Returns (new model, layer map): the map takes id(original layer) to the layer that
+    stands for it in the new model (a replacement, a clone, or IDENTITY).
+    """
     rebuilder = _Rebuilder(edits)
     new_model = rebuilder.model(model)
     rebuilder.copy_weights()
-    return new_model
+    return new_model, {**rebuilder.clones, **rebuilder.edits}

@@ -44,11 +44,28 @@ def as_model_input(model, batch):
     return arrays[0] if len(arrays) == 1 else arrays
 
 
-def outputs_of(model, batch):
-    """The model's outputs on `batch` at inference, as a list of float64 arrays."""
-    result = model(as_model_input(model, batch), training=False)
-    return [np.asarray(keras.ops.convert_to_numpy(y), dtype=np.float64)
-            for y in keras.tree.flatten(result)]
+def outputs_of(model, batch, chunk=64):
+    """The model's outputs on `batch` at inference, as a list of float64 arrays.
+
+    `batch` is an array, a list of arrays (one per input), or a list of such batches
+    (as `samples.input_batches` makes); it is run `chunk` samples at a time.
+    """
+    pieces = []
+    for part in _chunks(batch, chunk):
+        result = model(as_model_input(model, part), training=False)
+        pieces.append([np.asarray(keras.ops.convert_to_numpy(y), dtype=np.float64)
+                       for y in keras.tree.flatten(result)])
+    return [np.concatenate(parts) for parts in zip(*pieces)]
+
+
+def _chunks(batch, chunk):
+    if isinstance(batch, list) and batch and isinstance(batch[0], list):
+        for part in batch:  # already a list of batches
+            yield part
+        return
+    arrays = list(batch) if isinstance(batch, (list, tuple)) else [batch]
+    for start in range(0, len(arrays[0]), chunk):
+        yield [a[start:start + chunk] for a in arrays]
 
 
 @dataclasses.dataclass
@@ -90,9 +107,13 @@ def compare(old_outputs, new_outputs, source="probe"):
         scale=scale, top1_agreement=top1, samples=len(first_old), source=source)
 
 
-def verify(old_model, new_model, batch=None, *, exact):
-    """Run both models on the batch; raise when an exact conversion does not agree."""
-    source = "probe" if batch is None else "user"
+def verify(old_model, new_model, batch=None, *, exact, source=None):
+    """Run both models on the batch; raise when an exact conversion does not agree.
+
+    `source` names where the batch came from in the report (default: "probe" for the
+    generated batch, "user" for a given one).
+    """
+    source = source or ("probe" if batch is None else "user")
     batch = probe_batch(old_model) if batch is None else batch
     fidelity = compare(outputs_of(old_model, batch), outputs_of(new_model, batch), source)
     if exact and not fidelity.relative <= EXACT_TOLERANCE:

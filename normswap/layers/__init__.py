@@ -7,3 +7,28 @@ Each is registered as "normswap>ClassName", so models that use them load with
 from normswap.layers.channel_affine import ChannelAffine
 
 __all__ = ["ChannelAffine"]
+from normswap.layers.evonorm import EvoNormS0
+from normswap.layers.filter_response_normalization import FRN, FilterResponseNormalization
+from normswap.layers.weight_standardization import (
+    WSConv1D,
+    WSConv2D,
+    WSConv3D,
+    WSDepthwiseConv2D,
+    standardize_kernel,
+)
+
+__all__ += [
+    "EvoNormS0",
+    "FRN",
+    "FilterResponseNormalization",
+    "WSConv1D",
+    "WSConv2D",
+    "WSConv3D",
+    "WSDepthwiseConv2D",
+    "standardize_kernel",
+]
+from normswap.layers.batch_layer_normalization import BatchLayerNormalization
+from normswap.layers.batch_renormalization import BatchRenormalization
+from normswap.layers.switch_normalization import SwitchNormalization
+
+__all__ += ["BatchLayerNormalization", "BatchRenormalization", "SwitchNormalization"]

@@ -42,6 +42,16 @@ class Target:
     exact = False  # the carried model reproduces the BN model at inference
     layer_classes = ()  # layer classes that select this target in swap(model, Class)
     options = {}  # target-specific swap options and their defaults
+    normalizes = True  # a normalization layer remains in the BN's place (False for fold)
+
+    def exact_options(self, options):
+        """Options that make this target reproduce the BN at inference (exact=True), or
+        None when it cannot. Targets with an exact mode (e.g. switchnorm) override it."""
+        return options if self.exact else None
+
+    def is_exact(self, params):
+        """Whether the site converted with `params` reproduces the BN at inference."""
+        return self.exact
 
     def check(self, site, options):
         """None if this target can take `site`, else a `Skip`."""
@@ -54,6 +64,33 @@ class Target:
     def replace(self, site, params):
         """Build the new layer(s) for `site`, carry the BN's weights, return a Replacement."""
         raise NotImplementedError
+
+    # Calibration hooks (see calibrate.py); the defaults suit a layer whose output is
+    # γ·(normalized input) + β with per-channel weights named gamma and beta.
+
+    def calibration_weights(self, layer):
+        """(γ variable or None, β variable or None, [(variable, value that switches it off
+        while the normalized response is measured), ...])."""
+        return getattr(layer, "gamma", None), getattr(layer, "beta", None), []
+
+    def calibration_target(self, site, params, bn_output):
+        """What the replacement's output should match: by default the BN's output."""
+        return bn_output
+
+    def calibration_choices(self, site, params):
+        """Parameter sets calibration may choose between; the first is the planned one."""
+        return [params]
+
+    def apply_params(self, layer, params):
+        """Make a built replacement use `params` (one of `calibration_choices`)."""
+
+    def set_statistics(self, layer, mean, variance, epsilon):
+        """Set the moving statistics of a batch-dependent replacement; True if it has any."""
+        if not hasattr(layer, "moving_mean") or not hasattr(layer, "moving_variance"):
+            return False
+        assign(layer.moving_mean, mean)
+        assign(layer.moving_variance, variance)
+        return True
 
 
 def bn_numbers(layer):

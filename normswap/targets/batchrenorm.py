@@ -1,15 +1,17 @@
-"""`batchrenorm`: Batch Renormalization (Ioffe 2017) with the BN's statistics. Exact.
+"""`batchrenorm`: normswap's Batch Renormalization (Ioffe 2017) with the BN's statistics. Exact.
 
 Every statistic carries: γ, β, moving mean and variance, ε; the renorm statistics start at
-the BN's (moving std √(v+ε), renorm mean μ), so inference equals the BN and training equals
+the BN's (renorm mean μ, moving std √(v+ε)), so inference equals the BN and training equals
 it too while r and d stay inside their clipping range.
 """
 
-import keras
 import numpy as np
 
+from normswap.layers import BatchRenormalization
 from normswap.targets import register
 from normswap.targets.base import Replacement, Target, assign, bn_numbers, built, keras_axis, like_bn
+
+ALL_STATISTICS = ["gamma", "beta", "moving_mean", "moving_variance", "epsilon"]
 
 
 @register
@@ -17,20 +19,32 @@ class BatchRenorm(Target):
     name = "batchrenorm"
     summary = "Batch Renormalization (Ioffe 2017), every statistic carried; exact"
     exact = True
+    layer_classes = (BatchRenormalization,)
+    options = {"warmup_steps": 5000}
+
+    def parameters(self, site, options):
+        return {"warmup_steps": int(options.get("warmup_steps", 5000))}
+
+    def set_statistics(self, layer, mean, variance, epsilon):
+        """Inference statistics and the renorm statistics r and d are measured against."""
+        assign(layer.moving_mean, mean)
+        assign(layer.moving_variance, variance)
+        assign(layer.renorm_mean, mean)
+        assign(layer.moving_stddev, np.sqrt(variance + epsilon))
+        return True
 
     def replace(self, site, params):
         bn = site.layer
-        layer = built(site, keras.layers.BatchNormalization(
+        layer = built(site, BatchRenormalization(
             axis=keras_axis(site), momentum=bn.momentum, epsilon=site.epsilon,
-            center=site.center, scale=site.scale, renorm=True,
-            renorm_clipping={"rmax": 3.0, "rmin": 1 / 3.0, "dmax": 5.0},
-            **like_bn(site)))
+            center=site.center, scale=site.scale, warmup_steps=params["warmup_steps"],
+            renorm_momentum=bn.momentum, **like_bn(site)))
         gamma, beta, mean, var = bn_numbers(bn)
-        std = np.sqrt(var + site.epsilon)
-        values = {"gamma": gamma, "beta": beta, "moving_mean": mean,
-                  "moving_variance": var, "moving_stddev": std,
-                  "renorm_mean": mean, "renorm_stddev": std}
-        for variable in layer.weights:
-            assign(variable, values[variable.path.split("/")[-1]])
-        return Replacement(layers={site.layer: layer},
-                           carried=["gamma", "beta", "moving_mean", "moving_variance", "epsilon"])
+        if site.scale:
+            assign(layer.gamma, gamma)
+        if site.center:
+            assign(layer.beta, beta)
+        self.set_statistics(layer, mean, var, site.epsilon)
+        return Replacement(layers={bn: layer},
+                           carried=[n for n in ALL_STATISTICS
+                                    if (n != "gamma" or site.scale) and (n != "beta" or site.center)])

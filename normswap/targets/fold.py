@@ -26,7 +26,7 @@ def _channel_axis_of(producer, rank):
     return 1 if producer.data_format == "channels_first" else rank - 1
 
 
-def _why_not_foldable(site):
+def why_not_foldable(site):
     producer = site.producer
     if site.calls != 1:
         return f"the BN is shared by {site.calls} call sites"
@@ -57,30 +57,37 @@ class Fold(Target):
     name = "fold"
     summary = "BN folded into the preceding Conv/Dense kernel and bias; exact; else frozenbn"
     exact = True
+    normalizes = False
 
     def check(self, site, options):
-        reason = _why_not_foldable(site)
+        reason = why_not_foldable(site)
         return Skip(f"cannot fold: {reason}", fallback="frozenbn") if reason else None
 
     def replace(self, site, params):
         producer = site.producer
-        config = producer.get_config()
-        config["use_bias"] = True
-        folded = producer.__class__.from_config(config)
-        folded.build(site.producer_input_shape)
-        scale, offset = bn_affine(site.layer)
-        linear = "pointwise_kernel" if isinstance(producer, _SEPARABLE) else "kernel"
-        for variable in producer.weights:
-            name = variable.path.split("/")[-1]
-            if name == linear:
-                value = _scaled_kernel(producer, np.asarray(variable.numpy(), np.float64), scale)
-            else:
-                value = variable.numpy()
-            assign(getattr(folded, name), value)
-        bias = producer.bias.numpy().astype(np.float64) if producer.use_bias else 0.0
-        assign(folded.bias, bias * scale + offset)  # (b − μ)·s + β
         return Replacement(
-            layers={site.layer: IDENTITY, producer: folded},
+            layers={site.layer: IDENTITY, producer: folded_producer(site)},
             carried=["gamma", "beta", "moving_mean", "moving_variance", "epsilon"],
             notes=[f"folded into '{producer.name}'" + ("" if producer.use_bias else " (bias added)")],
         )
+
+
+def folded_producer(site):
+    """A copy of the site's producer, built, with the BN's inference affine folded in."""
+    producer = site.producer
+    config = producer.get_config()
+    config["use_bias"] = True
+    folded = producer.__class__.from_config(config)
+    folded.build(site.producer_input_shape)
+    scale, offset = bn_affine(site.layer)
+    linear = "pointwise_kernel" if isinstance(producer, _SEPARABLE) else "kernel"
+    for variable in producer.weights:
+        name = variable.path.split("/")[-1]
+        if name == linear:
+            value = _scaled_kernel(producer, np.asarray(variable.numpy(), np.float64), scale)
+        else:
+            value = variable.numpy()
+        assign(getattr(folded, name), value)
+    bias = producer.bias.numpy().astype(np.float64) if producer.use_bias else 0.0
+    assign(folded.bias, bias * scale + offset)  # (b − μ)·s + β
+    return folded

@@ -50,7 +50,21 @@ class GroupNorm(Target):
 
     def parameters(self, site, options):
         groups = options.get("groups")
-        return {"groups": auto_groups(site.channels) if groups in (None, "auto") else int(groups)}
+        if groups in (None, "auto"):
+            return {"groups": auto_groups(site.channels), "auto": True}
+        return {"groups": int(groups)}
+
+    def calibration_choices(self, site, params):
+        """With groups='auto', every count in 1, 2, 4, …, 32 that divides the channels into
+        groups of at least two; calibration keeps the one whose output fits the BN's best."""
+        if not params.get("auto"):
+            return [params]
+        counts = [g for g in (1, 2, 4, 8, 16, 32)
+                  if site.channels % g == 0 and site.channels // g >= 2]
+        return [params] + [{**params, "groups": g} for g in counts if g != params["groups"]]
+
+    def apply_params(self, layer, params):
+        layer.groups = params["groups"]  # γ and β are per channel: any count fits them
 
     def replace(self, site, params):
         return group_norm_for(site, params["groups"])

@@ -1,0 +1,226 @@
+"""EvoNorm-S0: a batch-independent normalization-activation layer found by search."""
+
+import numbers
+
+import keras
+from keras import constraints, initializers, ops, regularizers
+
+from normswap.layers._axes import channel_axis, per_channel
+
+
+def groups_for(channels, groups, rank):
+    """The group count EvoNormS0 uses for `channels` channels when asked for `groups`.
+
+    The largest divisor of `channels` that is ≤ `groups` (so 32 groups over 24 channels
+    become 24, over 72 channels 24, over 144 channels 24). On a rank-2 input the
+    statistics run over the channels of a group only, so a group of a single channel
+    has variance 0 and would divide by √ε: there the group size is kept ≥ 2, i.e. the
+    count is the largest divisor ≤ min(groups, channels // 2). Raises ValueError
+    when no valid count exists (a rank-2 input with a single channel).
+    """
+    limit = groups if rank > 2 else min(groups, channels // 2)
+    for g in range(min(limit, channels), 0, -1):
+        if channels % g == 0:
+            return g
+    raise ValueError(
+        f"EvoNormS0 cannot group {channels} channel(s) of a rank-{rank} input: "
+        "each group's statistics would be a single number, whose variance is 0. "
+        "Use a target without group statistics (e.g. 'frn' or 'frozenbn') for "
+        "this layer."
+    )
+
+
+def group_std(x, groups, axis=-1, epsilon=1e-5):
+    """√(var + ε) per sample and group, broadcast back to the shape of `x`.
+
+    The variance runs over the spatial axes and the C/`groups` consecutive channels of
+    each group (channel axis `axis`); it is biased (divides by the count) and is
+    computed in float32 for float16/bfloat16 inputs. `groups` must divide C.
+    """
+    rank = len(x.shape)
+    axis = channel_axis(axis, rank)
+    channels = x.shape[axis]
+    if channels % groups:
+        raise ValueError(
+            f"groups={groups} does not divide the {channels} channels of input "
+            f"shape {tuple(x.shape)}."
+        )
+    if keras.backend.standardize_dtype(x.dtype) in ("float16", "bfloat16"):
+        x = ops.cast(x, "float32")
+    shape = ops.shape(x)
+    grouped_shape = (tuple(shape[:axis]) + (groups, channels // groups)
+                     + tuple(shape[axis + 1:]))
+    grouped = ops.reshape(x, grouped_shape)
+    # After the split, the group index sits at `axis`; reduce over everything else
+    # except the batch.
+    reduce = tuple(a for a in range(1, rank + 1) if a != axis)
+    variance = ops.var(grouped, axis=reduce, keepdims=True)
+    std = ops.sqrt(variance + ops.cast(epsilon, grouped.dtype))
+    std = ops.broadcast_to(std, ops.shape(grouped))
+    return ops.reshape(std, shape)
+
+
+@keras.saving.register_keras_serializable(package="normswap")
+class EvoNormS0(keras.layers.Layer):
+    """EvoNorm-S0: y = x · sigmoid(v · x) / group_std(x) · γ + β.
+
+    Per sample, `group_std(x)` = √(var(x) + ε), the (biased) variance taken over the
+    spatial axes and the channels of the group each channel belongs to, exactly as
+    GroupNormalization groups channels (consecutive blocks of C/G). `v`, `gamma` (γ) and
+    `beta` (β) are per-channel weights initialised to 1, 1 and 0. The numerator
+    x · sigmoid(v · x) is a Swish, so the layer is a normalization and an activation in
+    one: where it replaces a BatchNormalization followed by a ReLU, it replaces both.
+    There are no moving statistics and no batch dependence: training and inference
+    compute the same function.
+
+    The group count actually used, `groups_used` (set in `build`), is the largest
+    divisor of the channel count C that is ≤ `groups`: 32 groups cannot split 24, 72 or
+    144 channels, so those get 24. For rank-2 inputs (N, C), which have no spatial axis,
+    the group statistics run over the channels of the group only, and groups are kept
+    at ≥ 2 channels (count ≤ C // 2); a rank-2 input with C = 1 raises a ValueError.
+    No warning is emitted when the count changes: callers read `groups_used`. The config
+    keeps `groups` as given, so a reloaded layer makes the same choice. Inputs of rank 2
+    to 5 are supported (any rank ≥ 2 works).
+
+    Under mixed precision the weights stay float32, the whole map is computed in
+    float32 and the result is cast to the layer's compute dtype.
+
+    Args:
+        axis: the channel axis: -1 for channels_last (default), 1 for channels_first.
+        groups: the requested number of groups, a positive integer (default 32, the
+            paper's); see `groups_used`.
+        epsilon: ε added to the group variance, default 1e-5. Must be > 0.
+        center: create and add β. Default True.
+        scale: create and multiply by γ. Default True.
+        beta_initializer, gamma_initializer, v_initializer: default "zeros", "ones",
+            "ones".
+        beta_regularizer, gamma_regularizer, v_regularizer: optional regularizers.
+        beta_constraint, gamma_constraint, v_constraint: optional constraints.
+        **kwargs: base Layer arguments (`name`, `dtype`, `trainable`, ...).
+
+    Reference: H. Liu, A. Brock, K. Simonyan, Q. V. Le, "Evolving Normalization-Activation
+    Layers", NeurIPS 2020, arXiv:2004.02967.
+    """
+
+    def __init__(
+        self,
+        axis=-1,
+        groups=32,
+        epsilon=1e-5,
+        center=True,
+        scale=True,
+        beta_initializer="zeros",
+        gamma_initializer="ones",
+        v_initializer="ones",
+        beta_regularizer=None,
+        gamma_regularizer=None,
+        v_regularizer=None,
+        beta_constraint=None,
+        gamma_constraint=None,
+        v_constraint=None,
+        **kwargs,
+    ):
+        super().__init__(**kwargs)
+        if isinstance(axis, (list, tuple)) and len(axis) == 1:
+            axis = axis[0]
+        if not isinstance(axis, numbers.Integral) or isinstance(axis, bool):
+            raise ValueError(
+                "EvoNormS0 normalizes along a single channel axis, given as an integer "
+                f"(-1 for channels_last, 1 for channels_first). Received: axis={axis!r}"
+            )
+        if (not isinstance(groups, numbers.Integral) or isinstance(groups, bool)
+                or groups < 1):
+            raise ValueError(
+                f"groups must be a positive integer. Received: groups={groups!r}"
+            )
+        if not isinstance(epsilon, numbers.Real) or not epsilon > 0:
+            raise ValueError(
+                f"epsilon must be a positive number. Received: epsilon={epsilon!r}"
+            )
+        self.axis = int(axis)
+        self.groups = int(groups)
+        self.groups_used = None
+        self.epsilon = float(epsilon)
+        self.center = bool(center)
+        self.scale = bool(scale)
+        self.beta_initializer = initializers.get(beta_initializer)
+        self.gamma_initializer = initializers.get(gamma_initializer)
+        self.v_initializer = initializers.get(v_initializer)
+        self.beta_regularizer = regularizers.get(beta_regularizer)
+        self.gamma_regularizer = regularizers.get(gamma_regularizer)
+        self.v_regularizer = regularizers.get(v_regularizer)
+        self.beta_constraint = constraints.get(beta_constraint)
+        self.gamma_constraint = constraints.get(gamma_constraint)
+        self.v_constraint = constraints.get(v_constraint)
+        self.supports_masking = True
+        self.autocast = False
+
+    def build(self, input_shape):
+        rank = len(input_shape)
+        axis = channel_axis(self.axis, rank)
+        channels = input_shape[axis]
+        if channels is None:
+            raise ValueError(
+                f"EvoNormS0 needs a known channel count: axis {self.axis} of input "
+                f"shape {tuple(input_shape)} is None."
+            )
+        self.groups_used = groups_for(channels, self.groups, rank)
+        self.input_spec = keras.layers.InputSpec(
+            min_ndim=2, axes={self.axis: channels}
+        )
+        self.gamma = None
+        if self.scale:
+            self.gamma = self.add_weight(
+                name="gamma", shape=(channels,), initializer=self.gamma_initializer,
+                regularizer=self.gamma_regularizer, constraint=self.gamma_constraint,
+                autocast=False,
+            )
+        self.beta = None
+        if self.center:
+            self.beta = self.add_weight(
+                name="beta", shape=(channels,), initializer=self.beta_initializer,
+                regularizer=self.beta_regularizer, constraint=self.beta_constraint,
+                autocast=False,
+            )
+        self.v = self.add_weight(
+            name="v", shape=(channels,), initializer=self.v_initializer,
+            regularizer=self.v_regularizer, constraint=self.v_constraint,
+            autocast=False,
+        )
+
+    def call(self, inputs, training=None, mask=None):
+        rank = len(inputs.shape)
+        axis = channel_axis(self.axis, rank)
+        low = keras.backend.standardize_dtype(inputs.dtype) in ("float16", "bfloat16")
+        dtype = "float32" if low else inputs.dtype
+        x = ops.cast(inputs, dtype)
+        v = per_channel(ops.cast(self.v, dtype), axis, rank)
+        y = x * ops.sigmoid(v * x) / group_std(x, self.groups_used, axis, self.epsilon)
+        if self.gamma is not None:
+            y = y * per_channel(ops.cast(self.gamma, dtype), axis, rank)
+        if self.beta is not None:
+            y = y + per_channel(ops.cast(self.beta, dtype), axis, rank)
+        return ops.cast(y, self.compute_dtype)
+
+    def compute_output_shape(self, input_shape):
+        return input_shape
+
+    def get_config(self):
+        config = super().get_config()
+        config.update({
+            "axis": self.axis,
+            "groups": self.groups,
+            "epsilon": self.epsilon,
+            "center": self.center,
+            "scale": self.scale,
+            "beta_initializer": initializers.serialize(self.beta_initializer),
+            "gamma_initializer": initializers.serialize(self.gamma_initializer),
+            "v_initializer": initializers.serialize(self.v_initializer),
+            "beta_regularizer": regularizers.serialize(self.beta_regularizer),
+            "gamma_regularizer": regularizers.serialize(self.gamma_regularizer),
+            "v_regularizer": regularizers.serialize(self.v_regularizer),
+            "beta_constraint": constraints.serialize(self.beta_constraint),
+            "gamma_constraint": constraints.serialize(self.gamma_constraint),
+            "v_constraint": constraints.serialize(self.v_constraint),
+        })
+        return config

@@ -1,0 +1,201 @@
+"""Switchable Normalization: a learned mix of instance, layer and batch statistics."""
+
+import keras
+from keras import ops
+
+from normswap.layers._batch_stats import (
+    BatchStatisticsLayer,
+    moments,
+    reduce_mean,
+    update_moving_average,
+)
+
+
+def instance_moments(x, axis):
+    """μ_in, σ²_in per sample and channel over the spatial axes (x itself and 0 at rank 2).
+
+    `x` has its batch on axis 0 and its channels on `axis` (non-negative); every other
+    axis is spatial. The results keep the reduced axes as size-1 dims.
+    """
+    spatial = tuple(a for a in range(1, len(x.shape)) if a != axis)
+    if not spatial:
+        return x, ops.zeros_like(x)
+    return moments(x, spatial)
+
+
+def pooled_moments(means, variances, axis, synchronized=False):
+    """Mean and variance over `axis` of equal-sized groups, from each group's moments.
+
+        μ = mean_axis μ_g,    σ² = mean_axis(σ²_g + (μ_g − μ)²)
+
+    the law of total variance: equal to mean_axis(σ²_g + μ_g²) − μ², the paper's form,
+    without its cancellation, and never negative. Pooling the IN moments over the
+    channel axis gives the LN statistics, over the batch axis (0) the BN statistics;
+    `synchronized` makes the latter span the global batch of a tf.distribute strategy.
+    """
+    mean = reduce_mean(means, (axis,), synchronized)
+    variance = reduce_mean(variances + ops.square(means - mean), (axis,), synchronized)
+    return mean, variance
+
+
+def switch_weights(mean_logits, variance_logits, rank):
+    """softmax of the switch logits; for a rank-2 input only over the (LN, BN) logits.
+
+    A rank-2 input has no spatial axes, so its IN branch is degenerate (μ_in = x,
+    σ²_in = 0: it would subtract the input from itself). As in the official 1-D variant,
+    only LN and BN are mixed, with weights softmax(logits[1:]): the 3-way softmax
+    renormalised over those two branches.
+    """
+    if rank == 2:
+        mean_logits, variance_logits = mean_logits[1:], variance_logits[1:]
+    return ops.softmax(mean_logits), ops.softmax(variance_logits)
+
+
+def switch_normalize(branch_moments, mean_weights, variance_weights, x, epsilon):
+    """x̂ = (x − Σ_k w_k μ_k) / √(Σ_k w'_k σ²_k + ε) over the given branches."""
+    mean = 0.0
+    variance = 0.0
+    for k, (mean_k, var_k) in enumerate(branch_moments):
+        mean = mean + mean_weights[k] * mean_k
+        variance = variance + variance_weights[k] * var_k
+    return (x - mean) * ops.rsqrt(variance + epsilon)
+
+
+@keras.saving.register_keras_serializable(package="normswap")
+class SwitchNormalization(BatchStatisticsLayer):
+    """Switchable Normalization: normalizes with a learned mix of IN, LN and BN statistics.
+
+    For an input with batch axis 0, channel axis `axis` and spatial axes S, per sample n
+    and channel c:
+
+        μ_in, σ²_in = mean, variance of x[n, ..., c] over S
+        μ_ln = mean_c μ_in          σ²_ln = mean_c(σ²_in + μ_in²) − μ_ln²
+        μ_bn = mean_n μ_in          σ²_bn = mean_n(σ²_in + μ_in²) − μ_bn²
+        y = γ · (x − Σ_k w_k μ_k) / √(Σ_k w'_k σ²_k + ε) + β
+
+    with k over (IN, LN, BN), w = softmax(`mean_weights`) and w' = softmax(
+    `variance_weights`) — two trainable vectors of 3 logits, in that order, initialised
+    equal. Variances are computed as the equivalent sums of squared deviations, so they
+    never go negative. Statistics are computed in float32 (also under mixed precision).
+
+    Training (`training=True` and `trainable`): the BN branch uses the batch statistics
+    and updates `moving_mean` and `moving_variance` as Keras BatchNormalization does,
+    `m ← m·momentum + batch·(1 − momentum)`, with the biased batch variance.
+    Inference: the BN branch uses `moving_mean`/`moving_variance`; the IN and LN branches
+    still use the sample's own statistics (they do not depend on the batch).
+
+    Rank-2 inputs (after a Dense): there are no spatial axes and the IN branch is
+    degenerate (μ_in = x, σ²_in = 0), so only LN and BN are mixed, with softmax over the
+    last two logits of each vector (the 3-way softmax renormalised over LN and BN). Inputs
+    with 1×1 spatial size keep all three branches; the IN branch then contributes zero
+    variance, and ε keeps the result finite.
+
+    Relation to its siblings: logits that put all weight on one branch make the layer
+    InstanceNorm, LayerNorm (a per-sample LayerNorm over spatial and channel axes) or
+    BatchNormalization. Carrying a trained BatchNormalization over: copy γ, β,
+    moving mean and variance and ε, and set the logits of both vectors to e.g.
+    (0, 0, 20). The result equals the BN only when the BN weight is 1; in float32 that
+    takes a logit gap of about 18 or more (w_bn = 1 − 2·e^−gap rounds to 1), and at that
+    gap the softmax saturates: the switch gets zero gradient and is frozen. A gap of
+    about 5 (w_bn ≈ 0.987) stays close to the BN and still lets the switch train, so
+    the initial logits are a user choice, not a constant.
+
+    Args:
+        axis: the channel axis (-1 for channels_last, 1 for channels_first).
+        momentum: momentum of the moving averages. Defaults to 0.99 (the official code;
+            the seed Keras port's README said 0.98).
+        epsilon: added to the mixed variance. Defaults to 1e-3 (Keras BN's default;
+            carry the BN's own ε when converting).
+        center, scale: whether to add β / multiply by γ.
+        beta_initializer, gamma_initializer: initializers of β (zeros) and γ (ones).
+        moving_mean_initializer, moving_variance_initializer: initializers of the moving
+            statistics, zeros and ones.
+        mean_weights_initializer, variance_weights_initializer: initializers of the two
+            (3,) logit vectors, ones (equal weights).
+        beta_regularizer, gamma_regularizer, beta_constraint, gamma_constraint: as in
+            Keras BatchNormalization.
+        synchronized: with the TensorFlow backend under a tf.distribute strategy, compute
+            the BN branch over the global batch (all-reduced across replicas). Raises a
+            ValueError on other backends.
+        **kwargs: base Layer arguments (name, dtype, ...).
+
+    Weights: `gamma`, `beta` (when scale/center), `moving_mean`, `moving_variance`
+    (non-trainable, shape (C,)), `mean_weights`, `variance_weights` (trainable, (3,)).
+
+    Reference: Luo, Ren, Peng, Zhang, Li, "Differentiable Learning-to-Normalize via
+    Switchable Normalization", ICLR 2019, arXiv:1806.10779.
+    """
+
+    def __init__(
+        self,
+        axis=-1,
+        momentum=0.99,
+        epsilon=1e-3,
+        center=True,
+        scale=True,
+        beta_initializer="zeros",
+        gamma_initializer="ones",
+        moving_mean_initializer="zeros",
+        moving_variance_initializer="ones",
+        mean_weights_initializer="ones",
+        variance_weights_initializer="ones",
+        beta_regularizer=None,
+        gamma_regularizer=None,
+        beta_constraint=None,
+        gamma_constraint=None,
+        synchronized=False,
+        **kwargs,
+    ):
+        super().__init__(
+            axis=axis, momentum=momentum, epsilon=epsilon, center=center, scale=scale,
+            beta_initializer=beta_initializer, gamma_initializer=gamma_initializer,
+            moving_mean_initializer=moving_mean_initializer,
+            moving_variance_initializer=moving_variance_initializer,
+            beta_regularizer=beta_regularizer, gamma_regularizer=gamma_regularizer,
+            beta_constraint=beta_constraint, gamma_constraint=gamma_constraint,
+            synchronized=synchronized, **kwargs,
+        )
+        self.mean_weights_initializer = keras.initializers.get(mean_weights_initializer)
+        self.variance_weights_initializer = keras.initializers.get(
+            variance_weights_initializer)
+
+    def build_statistics(self, channels):
+        self.mean_weights = self.add_weight(
+            name="mean_weights", shape=(3,), initializer=self.mean_weights_initializer,
+            trainable=True, autocast=False,
+        )
+        self.variance_weights = self.add_weight(
+            name="variance_weights", shape=(3,),
+            initializer=self.variance_weights_initializer, trainable=True, autocast=False,
+        )
+
+    def call(self, inputs, training=None):
+        x, axis, rank = self._prepare(inputs)
+        dtype = x.dtype
+        mean_in, var_in = instance_moments(x, axis)
+        mean_ln, var_ln = pooled_moments(mean_in, var_in, axis)
+        if training and self.trainable:
+            mean_bn, var_bn = pooled_moments(mean_in, var_in, 0, self.synchronized)
+            update_moving_average(self.moving_mean, mean_bn, self.momentum)
+            update_moving_average(self.moving_variance, var_bn, self.momentum)
+        else:
+            mean_bn = self._vector(self.moving_mean, axis, rank, dtype)
+            var_bn = self._vector(self.moving_variance, axis, rank, dtype)
+        branches = [(mean_in, var_in), (mean_ln, var_ln), (mean_bn, var_bn)]
+        if rank == 2:
+            branches = branches[1:]
+        mean_weights, variance_weights = switch_weights(
+            ops.cast(self.mean_weights, dtype), ops.cast(self.variance_weights, dtype), rank)
+        normalized = switch_normalize(branches, mean_weights, variance_weights, x,
+                                      self.epsilon)
+        return ops.cast(self._affine(normalized, axis, rank), inputs.dtype)
+
+    def get_config(self):
+        config = super().get_config()
+        config.update({
+            "mean_weights_initializer": keras.initializers.serialize(
+                self.mean_weights_initializer),
+            "variance_weights_initializer": keras.initializers.serialize(
+                self.variance_weights_initializer),
+        })
+        return config

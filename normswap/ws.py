@@ -1,0 +1,45 @@
+"""`ws=True`: the convs that feed swapped sites become Weight-Standardized convs.
+
+The new conv stores the same raw kernel (and bias) and standardizes it in its forward pass
+(Qiao et al. 2019), which changes what the model computes: WS cannot reproduce a pretrained
+kernel (conv(x, W) = std_W·conv(x, Ŵ) + mean_W·Σ_patch x; the second term is lost), so a
+conversion with ws is never exact. It applies only where a normalization follows the conv
+and the conv feeds nothing else.
+"""
+
+import keras
+
+from normswap.layers.weight_standardization import (WSConv1D, WSConv2D, WSConv3D,
+                                                    WSDepthwiseConv2D)
+
+WS_COUNTERPARTS = {
+    keras.layers.Conv1D: WSConv1D,
+    keras.layers.Conv2D: WSConv2D,
+    keras.layers.Conv3D: WSConv3D,
+    keras.layers.DepthwiseConv2D: WSDepthwiseConv2D,
+}
+
+
+def plan_ws(site_plan):
+    """Mark a planned site for WS of its producer, or note why its producer stays plain."""
+    site = site_plan.site
+    if site_plan.target is None or not site_plan.target.normalizes:
+        return
+    producer = site.producer
+    if producer is None or type(producer) not in WS_COUNTERPARTS:
+        kind = "no producer" if producer is None else type(producer).__name__
+        site_plan.notes.append(f"ws: not applied ({kind} is not a Conv1D/2D/3D or DepthwiseConv2D)")
+    elif not site.producer_exclusive:
+        site_plan.notes.append(f"ws: not applied ('{producer.name}' also feeds other layers)")
+    else:
+        site_plan.ws = True
+
+
+def ws_counterpart(site, source=None):
+    """The producer of `site` as its WS counterpart, built, with the raw weights of `source`
+    (default the producer itself; a target may already have replaced it, e.g. folded)."""
+    source = site.producer if source is None else source
+    new = WS_COUNTERPARTS[type(site.producer)].from_config(source.get_config())
+    new.build(site.producer_input_shape)
+    new.set_weights(source.get_weights())
+    return new

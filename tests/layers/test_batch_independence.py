@@ -1,0 +1,65 @@
+"""A sample's output must not depend on the other samples of its batch, in training too.
+
+This is the property that makes these layers fit where BatchNormalization breaks (batch
+size 1-4, correlated batches, per-sample gradients). BatchNormalization itself is the
+control: the same check must detect its dependence in training mode.
+"""
+
+import numpy as np
+import pytest
+
+import keras
+from keras import ops
+
+from normswap.layers import EvoNormS0, FilterResponseNormalization
+
+# (input shape of one sample, channel axis)
+LAYOUTS = [((5, 4, 6), -1), ((6, 5, 4), 1), ((8,), -1)]
+
+FACTORIES = {
+    "frn": lambda axis: FilterResponseNormalization(axis=axis, learned_epsilon=True),
+    "frn_no_tlu": lambda axis: FilterResponseNormalization(axis=axis, use_tlu=False),
+    "evonorm": lambda axis: EvoNormS0(axis=axis, groups=2),
+    "groupnorm": lambda axis: keras.layers.GroupNormalization(groups=2, axis=axis),
+    "layernorm": lambda axis: keras.layers.LayerNormalization(axis=axis),
+}
+
+
+def _np(value):
+    return np.asarray(ops.convert_to_numpy(value))
+
+
+def _randomize(layer, seed=0):
+    rng = np.random.default_rng(seed)
+    layer.set_weights([rng.normal(0.5, 1.0, size=w.shape).astype("float32")
+                       for w in layer.get_weights()])
+
+
+def _sample_alone_and_in_batch(layer, sample_shape, training, seed=0):
+    rng = np.random.default_rng(seed)
+    sample = rng.normal(1.0, 2.0, size=(1,) + sample_shape).astype("float32")
+    # other samples from a different distribution, so any leak would show
+    others = rng.normal(-3.0, 5.0, size=(6,) + sample_shape).astype("float32")
+    batch = np.concatenate([others[:3], sample, others[3:]])
+    alone = _np(layer(sample, training=training))[0]
+    within = _np(layer(batch, training=training))[3]
+    return alone, within
+
+
+@pytest.mark.parametrize("training", [True, False])
+@pytest.mark.parametrize("sample_shape,axis", LAYOUTS, ids=["nhwc", "nchw", "dense"])
+@pytest.mark.parametrize("name", sorted(FACTORIES))
+def test_output_of_a_sample_ignores_its_batch(name, sample_shape, axis, training):
+    layer = FACTORIES[name](axis)
+    layer.build((None,) + sample_shape)
+    _randomize(layer)
+    alone, within = _sample_alone_and_in_batch(layer, sample_shape, training)
+    assert np.isfinite(alone).all()
+    np.testing.assert_allclose(alone, within, rtol=1e-5, atol=1e-5)
+
+
+def test_the_check_detects_batch_normalization():
+    layer = keras.layers.BatchNormalization()
+    layer.build((None, 5, 4, 6))
+    alone, within = _sample_alone_and_in_batch(layer, (5, 4, 6), training=True)
+    assert np.abs(alone - within).max() > 0.1

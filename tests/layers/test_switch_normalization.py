@@ -1,0 +1,384 @@
+"""SwitchNormalization against an independent NumPy version of Luo et al. 2018."""
+
+import numpy as np
+import pytest
+
+import keras
+from keras import ops
+
+from normswap.layers import SwitchNormalization
+
+# (input shape, channel axis): ranks 2 to 5, channels_last and channels_first.
+# The same few shapes recur below: JAX compiles its eager ops once per shape.
+CASES = [
+    ((4, 3), -1),
+    ((4, 3), 1),
+    ((3, 5, 3), -1),
+    ((3, 3, 5), 1),
+    ((3, 4, 4, 3), -1),
+    ((3, 3, 4, 4), 1),
+    ((2, 3, 2, 2, 3), -1),
+    ((2, 3, 3, 2, 2), 1),
+]
+
+
+def _softmax(v):
+    e = np.exp(v - np.max(v))
+    return e / e.sum()
+
+
+def sn_reference(x, axis, gamma, beta, mean_logits, var_logits, eps, moving=None):
+    """The paper's formulas, float64, statistics from E[x²] − E[x]² clamped at 0.
+
+    Returns the output and the BN-branch batch (mean, variance), each (C,).
+    `moving` = (moving_mean, moving_variance) replaces the BN branch (inference).
+    """
+    x = np.moveaxis(np.asarray(x, np.float64), axis, -1)
+    shape = x.shape
+    n, c = shape[0], shape[-1]
+    flat = x.reshape(n, -1, c)
+    if x.ndim > 2:
+        mu_in = flat.mean(axis=1)
+        var_in = np.maximum((flat**2).mean(axis=1) - mu_in**2, 0.0)
+    else:
+        mu_in = flat[:, 0, :]
+        var_in = np.zeros_like(mu_in)
+    mu_ln = mu_in.mean(axis=1, keepdims=True)
+    var_ln = np.maximum((var_in + mu_in**2).mean(axis=1, keepdims=True) - mu_ln**2, 0.0)
+    mu_bn = mu_in.mean(axis=0, keepdims=True)
+    var_bn = np.maximum((var_in + mu_in**2).mean(axis=0, keepdims=True) - mu_bn**2, 0.0)
+    batch_stats = (mu_bn[0], var_bn[0])
+    if moving is not None:
+        mu_bn, var_bn = moving[0][None, :], moving[1][None, :]
+    if x.ndim > 2:
+        w, wv = _softmax(mean_logits), _softmax(var_logits)
+        mean = w[0] * mu_in + w[1] * mu_ln + w[2] * mu_bn
+        var = wv[0] * var_in + wv[1] * var_ln + wv[2] * var_bn
+    else:  # the official 1-D variant: LN and BN only
+        w, wv = _softmax(mean_logits[1:]), _softmax(var_logits[1:])
+        mean = w[0] * mu_ln + w[1] * mu_bn
+        var = wv[0] * var_ln + wv[1] * var_bn
+    y = (flat - mean[:, None, :]) / np.sqrt(var[:, None, :] + eps) * gamma + beta
+    return np.moveaxis(y.reshape(shape), -1, axis), batch_stats
+
+
+def _input(shape, seed=0, scale=2.0):
+    rng = np.random.default_rng(seed)
+    c_offset = rng.normal(size=shape[1:]) * 1.5  # per-position offsets: centring matters
+    return (scale * rng.normal(size=shape) + c_offset + 0.5).astype("float32")
+
+
+def _randomize(layer, seed=1):
+    rng = np.random.default_rng(seed)
+    values = []
+    for w in layer.weights:
+        if "variance" in w.name and "weights" not in w.name:
+            values.append(rng.uniform(0.5, 2.0, size=w.shape))
+        else:
+            values.append(rng.normal(size=w.shape))
+    layer.set_weights([v.astype("float32") for v in values])
+
+
+def _named(layer):
+    return {w.name: np.array(w.numpy()) for w in layer.weights}
+
+
+@pytest.mark.parametrize("shape,axis", CASES)
+def test_matches_numpy_reference_in_training_and_inference(shape, axis):
+    x = _input(shape)
+    layer = SwitchNormalization(axis=axis, momentum=0.9, epsilon=1e-3)
+    layer.build(shape)
+    _randomize(layer)
+    w = _named(layer)
+    args = (x, axis, w["gamma"], w["beta"], w["mean_weights"], w["variance_weights"], 1e-3)
+
+    # Inference: IN and LN from the sample, BN from the moving statistics.
+    expected, _ = sn_reference(*args, moving=(w["moving_mean"], w["moving_variance"]))
+    np.testing.assert_allclose(np.asarray(layer(x, training=False)), expected,
+                               rtol=1e-4, atol=1e-4)
+
+    expected, (batch_mean, batch_var) = sn_reference(*args)
+    np.testing.assert_allclose(np.asarray(layer(x, training=True)), expected,
+                               rtol=1e-4, atol=1e-4)
+    after = _named(layer)
+    np.testing.assert_allclose(after["moving_mean"],
+                               0.9 * w["moving_mean"] + 0.1 * batch_mean, rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(after["moving_variance"],
+                               0.9 * w["moving_variance"] + 0.1 * batch_var,
+                               rtol=1e-5, atol=1e-6)
+
+
+def test_moving_statistics_over_several_steps():
+    shape, axis, momentum = (3, 4, 4, 3), -1, 0.8
+    layer = SwitchNormalization(axis=axis, momentum=momentum)
+    layer.build(shape)
+    mean, var = np.zeros(3), np.ones(3)
+    for step in range(4):
+        x = _input(shape, seed=10 + step, scale=1.0 + step)
+        layer(x, training=True)
+        flat = x.astype(np.float64).reshape(-1, 3)
+        mean = momentum * mean + (1 - momentum) * flat.mean(axis=0)
+        var = momentum * var + (1 - momentum) * flat.var(axis=0)  # biased, like Keras BN
+    np.testing.assert_allclose(np.asarray(layer.moving_mean), mean, rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(np.asarray(layer.moving_variance), var, rtol=1e-5)
+
+
+def test_initial_weights_and_names():
+    # Seed defect: the moving mean and variance initialisers were swapped.
+    layer = SwitchNormalization()
+    layer.build((2, 4, 4, 3))
+    w = _named(layer)
+    assert set(w) == {"gamma", "beta", "moving_mean", "moving_variance",
+                      "mean_weights", "variance_weights"}
+    np.testing.assert_array_equal(w["moving_mean"], np.zeros(3))
+    np.testing.assert_array_equal(w["moving_variance"], np.ones(3))
+    assert w["mean_weights"].shape == (3,) and w["variance_weights"].shape == (3,)
+    assert {v.name for v in layer.trainable_weights} == {
+        "gamma", "beta", "mean_weights", "variance_weights"}
+    assert layer.momentum == 0.99
+    bare = SwitchNormalization(center=False, scale=False)
+    bare.build((2, 3))
+    assert {v.name for v in bare.weights} == {
+        "moving_mean", "moving_variance", "mean_weights", "variance_weights"}
+
+
+@pytest.mark.parametrize("shape,axis", [((1, 3), -1), ((4, 3), 1), ((1, 1, 1, 3), -1),
+                                        ((3, 3, 1, 1), 1), ((3, 1, 3), -1)])
+def test_degenerate_inputs_are_finite_in_training_and_inference(shape, axis):
+    # Seed defect: the H·W variance correction gave NaN at inference for rank-2/1×1 inputs.
+    x = _input(shape, scale=1.0)
+    layer = SwitchNormalization(axis=axis, momentum=0.5)
+    for _ in range(2):
+        assert np.isfinite(np.asarray(layer(x, training=True))).all()
+    assert np.isfinite(np.asarray(layer(x, training=False))).all()
+    assert np.isfinite(np.asarray(layer.moving_variance)).all()
+    assert (np.asarray(layer.moving_variance) >= 0).all()
+
+
+def test_rank2_mixes_only_layer_and_batch_statistics():
+    x = _input((4, 3))
+    outs = []
+    for in_logit in (-30.0, 0.0, 30.0):
+        layer = SwitchNormalization()
+        layer.build(x.shape)
+        layer.mean_weights.assign([in_logit, 0.3, -0.2])
+        layer.variance_weights.assign([in_logit, -0.4, 0.1])
+        outs.append(np.asarray(layer(x, training=True)))
+    # The IN logit has no effect at rank 2 ...
+    np.testing.assert_allclose(outs[0], outs[1], rtol=1e-6, atol=1e-6)
+    np.testing.assert_allclose(outs[2], outs[1], rtol=1e-6, atol=1e-6)
+    # ... and the LN/BN weights are the softmax over the last two logits.
+    layer = SwitchNormalization()
+    layer.build(x.shape)
+    layer.mean_weights.assign([0.0, 30.0, -30.0])  # LN mean
+    layer.variance_weights.assign([0.0, 30.0, -30.0])  # LN variance
+    xd = x.astype(np.float64)
+    ln = (xd - xd.mean(1, keepdims=True)) / np.sqrt(xd.var(1, keepdims=True) + 1e-3)
+    np.testing.assert_allclose(np.asarray(layer(x, training=True)), ln, rtol=1e-4, atol=1e-4)
+
+
+@pytest.mark.parametrize("shape,axis", [((4, 3), -1), ((3, 4, 4, 3), -1), ((3, 3, 4, 4), 1)])
+def test_bn_logits_reproduce_batch_normalization(shape, axis):
+    x = _input(shape)
+    bn = keras.layers.BatchNormalization(axis=axis, epsilon=1e-5, momentum=0.9)
+    bn.build(shape)
+    rng = np.random.default_rng(4)
+    c = shape[axis]
+    bn.set_weights([rng.normal(size=c), rng.normal(size=c), rng.normal(size=c),
+                    rng.uniform(0.5, 2.0, size=c)])
+    sn = SwitchNormalization(axis=axis, epsilon=1e-5, momentum=0.9)
+    sn.build(shape)
+    for name, value in zip(["gamma", "beta", "moving_mean", "moving_variance"],
+                           bn.get_weights()):
+        getattr(sn, name).assign(value)
+    sn.mean_weights.assign([0.0, 0.0, 20.0])
+    sn.variance_weights.assign([0.0, 0.0, 20.0])
+    # a gap of 20 rounds the BN weight to exactly 1 in float32 (documented: gap ≥ ~18)
+    assert np.asarray(ops.softmax(ops.convert_to_tensor([0.0, 0.0, 20.0])))[2] == 1.0
+    np.testing.assert_allclose(np.asarray(sn(x, training=False)),
+                               np.asarray(bn(x, training=False)), rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(np.asarray(sn(x, training=True)),
+                               np.asarray(bn(x, training=True)), rtol=1e-4, atol=1e-4)
+    np.testing.assert_allclose(np.asarray(sn.moving_mean), np.asarray(bn.moving_mean),
+                               rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(np.asarray(sn.moving_variance),
+                               np.asarray(bn.moving_variance), rtol=1e-5, atol=1e-6)
+
+
+def test_inference_of_a_sample_does_not_depend_on_the_batch():
+    x = _input((3, 4, 4, 3))
+    layer = SwitchNormalization()
+    layer.build(x.shape)
+    _randomize(layer)
+    whole = np.asarray(layer(x, training=False))
+    alone = np.concatenate([np.asarray(layer(x[i:i + 1], training=False)) for i in range(3)])
+    np.testing.assert_allclose(alone, whole, rtol=1e-5, atol=1e-5)
+
+
+def test_trainable_false_runs_in_inference_mode():
+    x = _input((3, 4, 4, 3))
+    layer = SwitchNormalization()
+    layer.build(x.shape)
+    _randomize(layer)
+    expected = np.asarray(layer(x, training=False))
+    layer.trainable = False
+    np.testing.assert_allclose(np.asarray(layer(x, training=True)), expected, rtol=1e-6)
+
+
+@pytest.mark.parametrize("kwargs,shape", [
+    (dict(axis=3), (2, 4, 4)),
+    (dict(axis=0), (2, 4)),
+    (dict(), (4,)),
+    (dict(axis=(1, 2)), (2, 3, 4)),
+])
+def test_invalid_axis_or_rank_raises(kwargs, shape):
+    with pytest.raises(ValueError, match="axis"):
+        SwitchNormalization(**kwargs).build(shape)
+
+
+@pytest.mark.parametrize("kwargs,match", [
+    (dict(momentum=1.5), "momentum=1.5"),
+    (dict(epsilon=0.0), "epsilon=0.0"),
+    (dict(axis="x"), "axis='x'"),
+    (dict(synchronized="yes"), "synchronized='yes'"),
+])
+def test_invalid_arguments_raise_clear_errors(kwargs, match):
+    with pytest.raises(ValueError, match=match):
+        SwitchNormalization(**kwargs)
+
+
+def test_synchronized_only_on_tensorflow():
+    if keras.backend.backend() == "tensorflow":
+        assert SwitchNormalization(synchronized=True).synchronized
+    else:
+        with pytest.raises(ValueError, match="TensorFlow backend"):
+            SwitchNormalization(synchronized=True)
+
+
+@pytest.mark.parametrize("shape,axis", [((3, 4, 4, 3), -1), ((3, 3, 4, 4), 1), ((4, 3), -1)])
+def test_mixed_precision_close_to_float32(shape, axis):
+    x = _input(shape, scale=300.0)  # x² overflows float16: statistics must be float32
+    ref = SwitchNormalization(axis=axis)
+    mixed = SwitchNormalization(axis=axis, dtype="mixed_float16")
+    ref.build(shape)
+    mixed.build(shape)
+    _randomize(ref)
+    mixed.set_weights(ref.get_weights())
+    assert all(w.dtype == "float32" for w in mixed.weights)
+    x16 = ops.cast(x, "float16")
+    x32 = np.asarray(ops.cast(x16, "float32"))
+    for training in (True, False):
+        out = mixed(x16, training=training)
+        assert keras.backend.standardize_dtype(out.dtype) == "float16"
+        out = np.asarray(ops.cast(out, "float32"))
+        assert np.isfinite(out).all()
+        np.testing.assert_allclose(out, np.asarray(ref(x32, training=training)),
+                                   rtol=1e-2, atol=1e-2)
+    np.testing.assert_allclose(np.asarray(mixed.moving_variance),
+                               np.asarray(ref.moving_variance), rtol=1e-3)
+
+
+def test_config_round_trip():
+    layer = SwitchNormalization(axis=1, momentum=0.95, epsilon=1e-5, center=False,
+                                mean_weights_initializer=keras.initializers.Constant(2.0),
+                                gamma_regularizer="l2", name="sn_cfg")
+    x = _input((3, 3, 4, 4))
+    layer.build(x.shape)
+    _randomize(layer)
+    out = np.asarray(layer(x, training=False))
+    config = layer.get_config()
+    for key, value in dict(axis=1, momentum=0.95, epsilon=1e-5, center=False, scale=True,
+                           synchronized=False).items():
+        assert config[key] == value
+    clone = SwitchNormalization.from_config(config)
+    assert clone.get_config() == config
+    clone.build(x.shape)
+    clone.set_weights(layer.get_weights())
+    np.testing.assert_allclose(np.asarray(clone(x, training=False)), out, rtol=1e-6)
+    fresh = SwitchNormalization.from_config(config)
+    fresh.build(x.shape)
+    np.testing.assert_array_equal(np.asarray(fresh.mean_weights), np.full(3, 2.0))
+
+
+@pytest.mark.parametrize("suffix", [".keras", ".h5"])
+def test_save_and_load(tmp_path, suffix):
+    inputs = keras.Input((4, 4, 3))
+    h = SwitchNormalization(name="sn_a")(inputs)
+    h = keras.layers.Permute((3, 1, 2))(h)
+    h = SwitchNormalization(axis=1, name="sn_b")(h)
+    h = keras.layers.Flatten()(h)
+    h = SwitchNormalization(name="sn_c")(h)
+    model = keras.Model(inputs, h)
+    x = _input((3, 4, 4, 3))
+    model(x, training=True)  # move the statistics away from their initial values
+    for layer in model.layers:
+        if isinstance(layer, SwitchNormalization):
+            layer.mean_weights.assign(np.random.default_rng(len(layer.name)).normal(size=3))
+    expected = np.asarray(model(x, training=False))
+    path = tmp_path / f"sn{suffix}"
+    model.save(path)
+    loaded = keras.models.load_model(path)
+    assert isinstance(loaded.get_layer("sn_b"), SwitchNormalization)
+    assert loaded.get_layer("sn_b").axis == 1
+    for a, b in zip(model.get_weights(), loaded.get_weights()):
+        np.testing.assert_array_equal(a, b)
+    np.testing.assert_allclose(np.asarray(loaded(x, training=False)), expected, rtol=1e-6)
+
+
+def _trainable_gradients(layer, x):
+    """d(Σ y·r)/dw for every trainable weight, on whichever backend is active."""
+    r = np.random.default_rng(7).normal(size=x.shape).astype("float32")
+    if keras.backend.backend() == "tensorflow":
+        import tensorflow as tf
+
+        with tf.GradientTape() as tape:
+            loss = ops.sum(layer(x, training=True) * r)
+        return [np.asarray(g) for g in tape.gradient(loss, layer.trainable_variables)]
+    if keras.backend.backend() == "jax":
+        import jax
+
+        non_trainable = [v.value for v in layer.non_trainable_variables]
+
+        def loss(trainable):
+            y, _ = layer.stateless_call(trainable, non_trainable, x, training=True)
+            return (y * r).sum()
+
+        return [np.asarray(g) for g in
+                jax.jit(jax.grad(loss))([v.value for v in layer.trainable_variables])]
+    pytest.skip(f"gradient helper not written for backend {keras.backend.backend()}")
+
+
+@pytest.mark.parametrize("shape,axis", [((3, 4, 4, 3), -1), ((3, 3, 4, 4), 1), ((4, 3), -1),
+                                        ((1, 1, 1, 3), -1)])
+def test_gradients_finite_for_every_trainable_weight(shape, axis):
+    x = _input(shape, scale=1.0)
+    layer = SwitchNormalization(axis=axis)
+    layer.build(shape)
+    _randomize(layer)
+    grads = _trainable_gradients(layer, x)
+    assert len(grads) == 4
+    for var, grad in zip(layer.trainable_variables, grads):
+        assert grad.shape == tuple(var.shape)
+        assert np.isfinite(grad).all(), var.name
+        assert np.abs(grad).max() > 0, var.name
+
+
+def test_jit_compiled_training_steps():
+    rng = np.random.default_rng(3)
+    model = keras.Sequential([
+        keras.Input((5, 5, 2)),
+        keras.layers.Conv2D(4, 3, padding="same"),
+        SwitchNormalization(momentum=0.5, name="sn"),
+        keras.layers.GlobalAveragePooling2D(),
+        keras.layers.Dense(1),
+    ])
+    model.compile(optimizer=keras.optimizers.SGD(0.05), loss="mse", jit_compile=True)
+    before = {w.name: np.array(w.numpy()) for w in model.get_layer("sn").weights}
+    history = model.fit(rng.normal(size=(8, 5, 5, 2)).astype("float32"),
+                        rng.normal(size=(8, 1)).astype("float32"),
+                        batch_size=4, epochs=1, verbose=0)
+    assert np.isfinite(history.history["loss"]).all()
+    for w in model.get_layer("sn").weights:
+        after = np.asarray(w.numpy())
+        assert np.isfinite(after).all(), w.name
+        assert not np.array_equal(after, before[w.name]), f"{w.name} did not change"
