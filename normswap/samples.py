@@ -1,0 +1,124 @@
+"""Unlabelled input samples for calibration, distillation and evaluation.
+
+Accepted: a NumPy array (one input), a tuple/list of arrays (several inputs), a
+`tf.data.Dataset`, or any iterable of batches (each an array or a tuple of arrays). They
+become a list of batches, each a list of float arrays (one per model input), checked
+against the model's input shapes: every problem is one clear UsageError.
+"""
+
+import os
+
+import numpy as np
+
+from normswap.errors import UsageError
+
+DEFAULT_BATCH = 64
+
+
+def load_array_file(path, key=None, what="--calibrate"):
+    """The array in an .npy file, or in an .npz file under `key` (default: its first array)."""
+    path = os.fspath(path)
+    if not os.path.isfile(path):
+        raise UsageError(f"{what}: '{path}' is not a file.")
+    try:
+        with np.load(path, allow_pickle=False) as data:
+            if isinstance(data, np.ndarray):
+                if key:
+                    raise UsageError(f"{what}: '{path}' is an .npy file with one array; "
+                                     "drop the key option.")
+                return np.array(data)
+            names = list(data.files)
+            if not names:
+                raise UsageError(f"{what}: '{path}' holds no arrays.")
+            if key is None:
+                key = names[0]
+            if key not in names:
+                raise UsageError(f"{what}: '{path}' has no array '{key}'; it has "
+                                 f"{', '.join(names)}.")
+            return np.array(data[key])
+    except UsageError:
+        raise
+    except (ValueError, OSError) as error:
+        raise UsageError(f"{what}: '{path}' is not a NumPy .npy/.npz file ({error}).") from error
+
+
+def _iterate(data):
+    """Yield batches from an array, tuple of arrays, Dataset or iterable."""
+    if isinstance(data, np.ndarray) or (isinstance(data, (tuple, list)) and data
+                                        and all(isinstance(a, np.ndarray) for a in data)):
+        yield data
+        return
+    if hasattr(data, "as_numpy_iterator"):
+        yield from data.as_numpy_iterator()
+        return
+    try:
+        iterator = iter(data)
+    except TypeError:
+        raise UsageError(f"Samples must be an array, a tuple of arrays, a tf.data.Dataset or "
+                         f"an iterable of batches, got {type(data).__name__}.") from None
+    yield from iterator
+
+
+def _as_arrays(batch, model, what):
+    arrays = list(batch) if isinstance(batch, (tuple, list)) else [batch]
+    if len(arrays) != len(model.inputs):
+        raise UsageError(f"{what}: a batch has {len(arrays)} array(s) but the model has "
+                         f"{len(model.inputs)} input(s).")
+    checked = []
+    for array, tensor in zip(arrays, model.inputs):
+        array = np.asarray(array)
+        if array.dtype.kind not in "biuf":
+            raise UsageError(f"{what}: expected numbers, got an array of dtype {array.dtype}.")
+        expected = tuple(tensor.shape[1:])
+        if array.ndim != len(expected) + 1 or any(
+                e is not None and e != a for e, a in zip(expected, array.shape[1:])):
+            raise UsageError(f"{what}: samples of shape {array.shape[1:]} do not fit the model "
+                             f"input '{tensor.name}' of shape {expected}.")
+        array = array.astype(np.float32) if array.dtype.kind in "biu" else array
+        if not np.all(np.isfinite(array)):
+            raise UsageError(f"{what}: the samples contain NaN or infinite values.")
+        checked.append(array)
+    if len({len(a) for a in checked}) != 1:
+        raise UsageError(f"{what}: the arrays of one batch have different sample counts.")
+    return checked
+
+
+def input_batches(model, data, *, samples=None, batch_size=DEFAULT_BATCH, what="samples"):
+    """`data` as a list of batches (lists of arrays, one per input), at most `samples` samples.
+
+    Batches are taken in order; a single array is cut into batches of `batch_size`.
+    """
+    batches, total = [], 0
+    for batch in _iterate(data):
+        arrays = _as_arrays(batch, model, what)
+        for start in range(0, len(arrays[0]), batch_size):
+            if samples is not None and total >= samples:
+                break
+            stop = start + batch_size
+            if samples is not None:
+                stop = min(stop, start + samples - total)
+            piece = [a[start:stop] for a in arrays]
+            if len(piece[0]):
+                batches.append(piece)
+                total += len(piece[0])
+        if samples is not None and total >= samples:
+            break
+    if total == 0:
+        raise UsageError(f"{what}: no samples given (empty array or iterable).")
+    return batches
+
+
+def subsample(array, samples, seed):
+    """`samples` rows of `array` chosen with `seed` (all rows, in order, if it has fewer)."""
+    arrays = list(array) if isinstance(array, (tuple, list)) else [array]
+    count = len(arrays[0])
+    if samples is None or count <= samples:
+        return array
+    rows = np.sort(np.random.default_rng(seed).choice(count, samples, replace=False))
+    picked = [a[rows] for a in arrays]
+    return picked[0] if len(picked) == 1 else tuple(picked)
+
+
+def concatenated(batches):
+    """The batches joined into one list of arrays (one per input)."""
+    return [np.concatenate([b[i] for b in batches]) for i in range(len(batches[0]))]
