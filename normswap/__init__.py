@@ -18,10 +18,14 @@ from normswap import layers
 from normswap.convert import Conversion, convert, plan, swap
 from normswap.errors import NormswapError, UsageError
 from normswap.graph import find_sites
-from normswap.layers import ChannelAffine
+from normswap.layers import (FRN, BatchLayerNormalization, BatchRenormalization, ChannelAffine,
+                             EvoNormS0, FilterResponseNormalization, SwitchNormalization, WSConv1D,
+                             WSConv2D, WSConv3D, WSDepthwiseConv2D)
 from normswap.targets import all_targets, get_target
 
 __all__ = [
-    "ChannelAffine", "Conversion", "NormswapError", "UsageError", "all_targets", "convert",
-    "find_sites", "get_target", "layers", "plan", "swap",
+    "FRN", "BatchLayerNormalization", "BatchRenormalization", "ChannelAffine", "Conversion",
+    "EvoNormS0", "FilterResponseNormalization", "NormswapError", "SwitchNormalization",
+    "UsageError", "WSConv1D", "WSConv2D", "WSConv3D", "WSDepthwiseConv2D", "all_targets",
+    "convert", "find_sites", "get_target", "layers", "plan", "swap",
 ]

@@ -8,6 +8,7 @@ and the conv feeds nothing else.
 """
 
 import keras
+import numpy as np
 
 from normswap.layers.weight_standardization import (WSConv1D, WSConv2D, WSConv3D,
                                                     WSDepthwiseConv2D)
@@ -31,8 +32,19 @@ def plan_ws(site_plan):
         site_plan.notes.append(f"ws: not applied ({kind} is not a Conv1D/2D/3D or DepthwiseConv2D)")
     elif not site.producer_exclusive:
         site_plan.notes.append(f"ws: not applied ('{producer.name}' also feeds other layers)")
+    elif _fan_in(producer) <= 1:
+        site_plan.notes.append(f"ws: not applied ('{producer.name}' has a fan-in of 1: its "
+                               "standardized kernel would be all zeros)")
     else:
         site_plan.ws = True
+
+
+def _fan_in(conv):
+    """Weights per output channel: what WS averages over."""
+    shape = conv.kernel.shape
+    if isinstance(conv, keras.layers.DepthwiseConv2D):
+        return int(np.prod(shape[:-2]))
+    return int(np.prod(shape[:-1]))
 
 
 def ws_counterpart(site, source=None):
