@@ -18,9 +18,19 @@ from normswap import layers
 from normswap.convert import Conversion, convert, plan, swap
 from normswap.errors import NormswapError, UsageError
 from normswap.graph import find_sites
-from normswap.layers import (FRN, BatchLayerNormalization, BatchRenormalization, ChannelAffine,
-                             EvoNormS0, FilterResponseNormalization, SwitchNormalization, WSConv1D,
-                             WSConv2D, WSConv3D, WSDepthwiseConv2D)
+from normswap.layers import (
+                             FRN,
+                             BatchLayerNormalization,
+                             BatchRenormalization,
+                             ChannelAffine,
+                             EvoNormS0,
+                             FilterResponseNormalization,
+                             SwitchNormalization,
+                             WSConv1D,
+                             WSConv2D,
+                             WSConv3D,
+                             WSDepthwiseConv2D,
+)
 from normswap.targets import all_targets, get_target
 
 __all__ = [

@@ -22,6 +22,8 @@ from normswap.errors import NormswapError, UsageError
 
 stderr = Console(stderr=True)
 stdout = Console()
+if not stdout.is_terminal:  # a pipe or a file: room for the report's columns
+    stdout = Console(width=140)
 
 
 class _DefaultToConvert(click.Group):
@@ -80,26 +82,42 @@ def _load(source, weights, custom_objects):
 @cli.command("convert")
 @click.argument("model")
 @click.option("--to", "target", required=True, help="Target name (see `normswap targets`).")
-@click.option("-o", "--output", type=click.Path(dir_okay=False), help="Where to write the model (.keras or .h5).")
-@click.option("--groups", callback=lambda c, p, v: _groups(v), help="Group count for groupnorm/evonorm: N or 'auto'.")
-@click.option("--only", multiple=True, metavar="GLOB", help="Convert only BN layers whose name matches (repeatable).")
-@click.option("--skip", multiple=True, metavar="GLOB", help="Keep BN layers whose name matches (repeatable).")
-@click.option("--exact", is_flag=True, help="Require a conversion that reproduces the model at inference.")
+@click.option("-o", "--output", type=click.Path(dir_okay=False),
+              help="Where to write the model (.keras or .h5).")
+@click.option("--groups", callback=lambda c, p, v: _groups(v),
+              help="Group count for groupnorm/evonorm: N or 'auto'.")
+@click.option("--only", multiple=True, metavar="GLOB",
+              help="Convert only BN layers whose name matches (repeatable).")
+@click.option("--skip", multiple=True, metavar="GLOB",
+              help="Keep BN layers whose name matches (repeatable).")
+@click.option("--exact", is_flag=True,
+              help="Require a conversion that reproduces the model at inference.")
 @click.option("--ws", is_flag=True, help="Weight-standardize the convs that feed swapped sites.")
-@click.option("--switch-init", type=click.Choice(["uniform", "bn", "exact"]), help="switchnorm: initial switch (default bn).")
-@click.option("--calibrate", "calibrate_file", type=click.Path(), help="Unlabelled samples (.npz/.npy) to re-fit the new layers on.")
-@click.option("--calibrate-key", help="Array name in the --calibrate .npz (default: its first array).")
-@click.option("--calibrate-samples", type=click.IntRange(min=1), default=256, show_default=True, help="Samples used for calibration.")
-@click.option("--recalibrate-stats", is_flag=True, help="Re-estimate moving statistics on the samples (new domain).")
-@click.option("--distill-steps", type=click.IntRange(min=0), default=0, show_default=True, help="Fine-tune to match the original's outputs for N steps.")
-@click.option("--eval", "eval_file", type=click.Path(), help="Held-out samples (.npz/.npy) to measure fidelity on; labels 'y' add accuracy.")
-@click.option("--eval-key", help="Array name in the --eval .npz (default: 'x' if present, else its first array).")
-@click.option("--seed", type=int, default=0, show_default=True, help="Seed for choosing calibration samples.")
+@click.option("--switch-init", type=click.Choice(["uniform", "bn", "exact"]),
+              help="switchnorm: initial switch (default bn).")
+@click.option("--calibrate", "calibrate_file", type=click.Path(),
+              help="Unlabelled samples (.npz/.npy) to re-fit the new layers on.")
+@click.option("--calibrate-key",
+              help="Array name in the --calibrate .npz (default: its first array).")
+@click.option("--calibrate-samples", type=click.IntRange(min=1), default=256, show_default=True,
+              help="Samples used for calibration.")
+@click.option("--recalibrate-stats", is_flag=True,
+              help="Re-estimate moving statistics on the samples (new domain).")
+@click.option("--distill-steps", type=click.IntRange(min=0), default=0, show_default=True,
+              help="Fine-tune to match the original's outputs for N steps.")
+@click.option("--eval", "eval_file", type=click.Path(),
+              help="Held-out samples (.npz/.npy) to measure fidelity on; labels 'y' add accuracy.")
+@click.option("--eval-key",
+              help="Array name in the --eval .npz (default: 'x' if present, else its first array).")
+@click.option("--seed", type=int, default=0, show_default=True,
+              help="Seed for choosing calibration samples.")
 @click.option("--dry-run", is_flag=True, help="Print the plan and write nothing.")
 @click.option("--json", "as_json", is_flag=True, help="Print the report as JSON on stdout.")
 @click.option("--force", is_flag=True, help="Overwrite an existing output file.")
-@click.option("--weights", default="imagenet", show_default=True, help="For keras:<Application>: imagenet, none, or a weights file.")
-@click.option("--custom-objects", type=click.Path(), help="A Python file defining the model's custom layers.")
+@click.option("--weights", default="imagenet", show_default=True,
+              help="For keras:<Application>: imagenet, none, or a weights file.")
+@click.option("--custom-objects", type=click.Path(),
+              help="A Python file defining the model's custom layers.")
 @click.option("--debug", is_flag=True, help="Show tracebacks and TensorFlow's own messages.")
 def convert_command(model, target, output, groups, only, skip, exact, ws, switch_init,
                     calibrate_file, calibrate_key, calibrate_samples, recalibrate_stats,
@@ -122,7 +140,8 @@ def convert_command(model, target, output, groups, only, skip, exact, ws, switch
         if as_json:
             click.echo(json.dumps(plan.to_dict(), indent=2, default=str))
         else:
-            stdout.print(site_table(plan.sites, f"Plan: {loaded.name} → {plan.target.name} (dry run, nothing written)"))
+            title = f"Plan: {loaded.name} → {plan.target.name} (dry run, nothing written)"
+            stdout.print(site_table(plan.sites, title))
         return
     from normswap.io import save_model
 
@@ -145,7 +164,7 @@ def convert_command(model, target, output, groups, only, skip, exact, ws, switch
         if accuracy:
             stdout.print(f"Accuracy on {accuracy['samples']} --eval samples: "
                          f"{100 * accuracy['original']:.1f} % original, "
-                         f"{100 * accuracy['converted']:.1f} % converted.")
+                         f"{100 * accuracy['converted']:.1f} % converted.", soft_wrap=True)
         stdout.print(f"Wrote {written}")
 
 
@@ -261,14 +280,17 @@ def targets_command(as_json):
 
 
 @cli.command("demo")
-@click.option("--to", "target", default="groupnorm", show_default=True, help="Target to convert the demo model to.")
+@click.option("--to", "target", default="groupnorm", show_default=True,
+              help="Target to convert the demo model to.")
+@click.option("--no-calibrate", is_flag=True, help="Only carry the BN's weights; skip calibration.")
 @click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
 @click.option("--debug", is_flag=True, help="Show tracebacks.")
-def demo_command(target, as_json, debug):
+def demo_command(target, no_calibrate, as_json, debug):
     """Convert the bundled MNIST CNN and show its accuracy before and after."""
     from normswap.demo import run_demo
 
-    run_demo(target, as_json=as_json, console=stdout)
+    with _step(f"Converting the demo CNN to {target}", as_json):
+        run_demo(target, calibrate=not no_calibrate, as_json=as_json, console=stdout)
 
 
 def main(argv=None):

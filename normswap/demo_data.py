@@ -19,7 +19,10 @@ def _resource(name):
 
 
 def load_demo_model():
-    """The trained demo CNN (uncompiled); input (N, 28, 28, 1) float32 in [0, 1], softmax over 10."""
+    """The trained demo CNN (uncompiled).
+
+    Input (N, 28, 28, 1) float32 in [0, 1]; output a softmax over the 10 digits.
+    """
     with as_file(_resource(MODEL_FILE)) as path:
         return keras.models.load_model(path, compile=False)
 

@@ -18,6 +18,9 @@ import networkx as nx
 from normswap.errors import NormswapError
 
 RELU_NAMES = ("relu",)
+GLOBAL_POOLING = (keras.layers.GlobalAveragePooling1D, keras.layers.GlobalAveragePooling2D,
+                  keras.layers.GlobalAveragePooling3D, keras.layers.GlobalMaxPooling1D,
+                  keras.layers.GlobalMaxPooling2D, keras.layers.GlobalMaxPooling3D)
 
 
 @dataclasses.dataclass
@@ -36,6 +39,7 @@ class BNSite:
     producer_exclusive: bool = False  # producer called once, its output feeds only this BN
     consumers: list = dataclasses.field(default_factory=list)
     relu: object = None  # a ReLU that only this BN feeds, called once
+    pooled: bool = False  # the output (through that ReLU) feeds a global pooling directly
 
     @property
     def name(self):
@@ -78,6 +82,7 @@ class BNSite:
             "producer_exclusive": self.producer_exclusive,
             "consumers": [layer.name for layer in self.consumers],
             "relu_after": self.relu.name if self.relu is not None else None,
+            "global_pooling_after": self.pooled,
         }
 
 
@@ -218,4 +223,6 @@ def _describe_site(graph, key, calls_of):
         child = graph.nodes[children[0]]["layer"]
         if _is_relu(child) and len(calls_of[id(child)]) == 1:
             site.relu = child
+            children = list(graph.successors(children[0]))
+    site.pooled = any(isinstance(graph.nodes[k]["layer"], GLOBAL_POOLING) for k in children)
     return site

@@ -52,9 +52,10 @@ class Lockstep:
                 if uses[id(tensor)] == 0:
                     old.pop(id(tensor), None)
                     new.pop(id(tensor), None)
-        pick = lambda values: [[values[id(t)][b] for t in functional.outputs]
-                               for b in range(count)]
-        return pick(old), pick(new)
+        def per_batch(values):
+            return [[values[id(t)][b] for t in functional.outputs] for b in range(count)]
+
+        return per_batch(old), per_batch(new)
 
     def _node(self, node, old, new, count):
         layer = node.operation
@@ -63,8 +64,7 @@ class Lockstep:
         new_args = [node.arguments.fill_in({id(t): new[id(t)][b] for t in node.input_tensors})
                     for b in range(count)]
         if is_graph_model(layer):
-            flat = lambda args: [tree.flatten((a, k)) for a, k in args]
-            return self._model(layer, flat(old_args), flat(new_args))
+            return self._model(layer, _flat(old_args), _flat(new_args))
         old_out = [self._call(layer, *args) for args in old_args]
         replacement = self.layer_map.get(id(layer), layer)
         if id(layer) in self.hooked:
@@ -82,3 +82,8 @@ class Lockstep:
             kwargs = accepted_kwargs(layer, kwargs)
         self.calls += 1
         return tree.flatten(layer(*args, **kwargs))
+
+
+def _flat(arguments):
+    """Per batch, the tensors a nested model's call received, in input order."""
+    return [tree.flatten(args) for args, _ in arguments]

@@ -150,7 +150,8 @@ def _plan_site(site, target, options, only, skip):
         return SitePlan(site, None, {}, SKIP, reason)
     refusal = target.check(site, options)
     if refusal is None:
-        return SitePlan(site, target, target.parameters(site, options), SWAP)
+        return SitePlan(site, target, target.parameters(site, options), SWAP,
+                        notes=target.warnings(site))
     if refusal.fallback:
         fallback = get_target(refusal.fallback)
         if fallback.check(site, options) is None:

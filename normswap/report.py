@@ -89,17 +89,17 @@ def render(report, console=None):
     console.print(
         f"{summary['swapped']} of {summary['sites']} sites converted "
         f"({summary['fallback']} by fallback), {summary['skipped']} kept; "
-        f"parameters {report.params_before:,} → {report.params_after:,}.")
+        f"parameters {report.params_before:,} → {report.params_after:,}.", soft_wrap=True)
     if report.calibration:
         c = report.calibration
         console.print(f"Calibrated {c['sites_calibrated']} sites on {c['samples']} samples in "
                       f"one pass ({c['layer_calls']} layer calls)"
                       + ("; moving statistics re-estimated" if c["recalibrated_stats"] else "")
-                      + ".")
+                      + ".", soft_wrap=True)
         if "distillation" in c:
             d = c["distillation"]
             console.print(f"Distilled {d['steps']} steps ({', '.join(d['loss_kinds'])}): "
-                          f"loss {d['first_loss']:.4g} → {d['last_loss']:.4g}.")
+                          f"loss {d['first_loss']:.4g} → {d['last_loss']:.4g}.", soft_wrap=True)
     if report.fidelity is not None:
         f = report.fidelity
         line = (f"Output deviation on {f.samples} {f.source} samples: max {f.max_abs:.3g}, "
@@ -107,4 +107,4 @@ def render(report, console=None):
         if f.top1_agreement is not None:
             line += f", top-1 agreement {100 * f.top1_agreement:.1f} %"
         verdict = "exact: verified" if report.exact else "not exact by design"
-        console.print(f"{line} — {verdict}.")
+        console.print(f"{line} — {verdict}.", soft_wrap=True)

@@ -10,8 +10,7 @@ and the conv feeds nothing else.
 import keras
 import numpy as np
 
-from normswap.layers.weight_standardization import (WSConv1D, WSConv2D, WSConv3D,
-                                                    WSDepthwiseConv2D)
+from normswap.layers.weight_standardization import WSConv1D, WSConv2D, WSConv3D, WSDepthwiseConv2D
 
 WS_COUNTERPARTS = {
     keras.layers.Conv1D: WSConv1D,

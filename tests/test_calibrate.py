@@ -198,3 +198,19 @@ def test_cli_calibration_and_bad_file(tmp_path, capsys, trained):
     err = capsys.readouterr().err.strip().splitlines()
     assert status == 2 and len(err) == 1 and "do not fit" in err[0]
     assert not bad_out.exists()
+
+
+def test_calibration_walks_nested_and_multi_input_models():
+    from tests.models import multi_io_model, nested_model
+
+    rng = np.random.default_rng(4)
+    nested = randomize_bn(nested_model(), seed=4)
+    report = normswap.convert(nested, "layernorm",
+                              calibration_data=rng.normal(size=(20, 12, 12, 3))).report
+    assert {s.site.name for s in report.sites if s.fidelity} == {
+        "inner/b1_bn", "inner/b2_bn", "inner/post_add_bn"}
+    assert all(s.fidelity["r2_after"] > 0.9 for s in report.sites)
+    multi = multi_io_model()
+    samples = (rng.normal(size=(16, 8, 8, 3)), rng.normal(size=(16, 6)))
+    report = normswap.convert(multi, "groupnorm", groups=2, calibration_data=samples).report
+    assert report.calibration["sites_calibrated"] == 2

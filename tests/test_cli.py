@@ -168,6 +168,19 @@ def test_bad_options(capsys, resnet8, tmp_path):
 
 
 def test_demo_runs_and_reports_accuracy():
-    result = run("demo", "--to", "frozenbn")
+    result = run("demo")
     assert result.returncode == 0, result.stderr
-    assert "Accuracy on 500 held-out digits: 99.2 % before, 99.2 % after" in result.stdout
+    assert result.stderr.strip() == ""
+    assert "Accuracy on 250 held-out digits" in result.stdout
+    assert "after calibrating on 250 other unlabelled digits" in result.stdout
+
+
+def test_demo_scores(capsys):
+    from rich.console import Console
+
+    from normswap.demo import run_demo
+
+    exact = run_demo("frozenbn", console=Console())
+    assert exact["original"] == exact["converted"] >= 0.95 and "calibrated" not in exact
+    inexact = run_demo("layernorm", console=Console())
+    assert inexact["converted"] < 0.5 < 0.9 * inexact["original"] <= inexact["calibrated"]

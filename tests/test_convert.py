@@ -6,8 +6,16 @@ import pytest
 
 import normswap
 from normswap.verify import outputs_of, probe_batch
-from tests.models import (affine_free_model, channels_first_model, count_bn, multi_io_model,
-                          nested_model, randomize_bn, shared_bn_model, small_cnn)
+from tests.models import (
+    affine_free_model,
+    channels_first_model,
+    count_bn,
+    multi_io_model,
+    nested_model,
+    randomize_bn,
+    shared_bn_model,
+    small_cnn,
+)
 
 EXACT = ["fold", "frozenbn", "batchrenorm"]
 INEXACT = ["groupnorm", "layernorm", "instancenorm"]

@@ -5,8 +5,14 @@ import numpy as np
 import pytest
 
 import normswap
-from normswap.layers import (BatchLayerNormalization, BatchRenormalization, EvoNormS0, FRN,
-                             SwitchNormalization, WSConv2D)
+from normswap.layers import (
+    FRN,
+    BatchLayerNormalization,
+    BatchRenormalization,
+    EvoNormS0,
+    SwitchNormalization,
+    WSConv2D,
+)
 from normswap.verify import outputs_of, probe_batch
 from tests.models import count_bn, randomize_bn, small_cnn
 

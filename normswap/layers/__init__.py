@@ -4,11 +4,12 @@ Each is registered as "normswap>ClassName", so models that use them load with
 `keras.models.load_model` after `import normswap`.
 """
 
+from normswap.layers.batch_layer_normalization import BatchLayerNormalization
+from normswap.layers.batch_renormalization import BatchRenormalization
 from normswap.layers.channel_affine import ChannelAffine
-
-__all__ = ["ChannelAffine"]
 from normswap.layers.evonorm import EvoNormS0
 from normswap.layers.filter_response_normalization import FRN, FilterResponseNormalization
+from normswap.layers.switch_normalization import SwitchNormalization
 from normswap.layers.weight_standardization import (
     WSConv1D,
     WSConv2D,
@@ -17,18 +18,17 @@ from normswap.layers.weight_standardization import (
     standardize_kernel,
 )
 
-__all__ += [
-    "EvoNormS0",
+__all__ = [
     "FRN",
+    "BatchLayerNormalization",
+    "BatchRenormalization",
+    "ChannelAffine",
+    "EvoNormS0",
     "FilterResponseNormalization",
+    "SwitchNormalization",
     "WSConv1D",
     "WSConv2D",
     "WSConv3D",
     "WSDepthwiseConv2D",
     "standardize_kernel",
 ]
-from normswap.layers.batch_layer_normalization import BatchLayerNormalization
-from normswap.layers.batch_renormalization import BatchRenormalization
-from normswap.layers.switch_normalization import SwitchNormalization
-
-__all__ += ["BatchLayerNormalization", "BatchRenormalization", "SwitchNormalization"]

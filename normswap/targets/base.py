@@ -57,6 +57,10 @@ class Target:
         """None if this target can take `site`, else a `Skip`."""
         return None
 
+    def warnings(self, site):
+        """Plan notes that flag a likely loss of accuracy at `site` (none by default)."""
+        return []
+
     def parameters(self, site, options):
         """The per-site parameters (e.g. the group count) shown in the plan."""
         return {}
@@ -91,6 +95,10 @@ class Target:
         assign(layer.moving_mean, mean)
         assign(layer.moving_variance, variance)
         return True
+
+
+POOLING_WARNING = ("warning: a global pooling reads this output; per-sample, per-channel "
+                   "statistics remove the channel energy it measures")
 
 
 def bn_numbers(layer):

@@ -9,7 +9,15 @@ import numpy as np
 
 from normswap.layers import BatchRenormalization
 from normswap.targets import register
-from normswap.targets.base import Replacement, Target, assign, bn_numbers, built, keras_axis, like_bn
+from normswap.targets.base import (
+    Replacement,
+    Target,
+    assign,
+    bn_numbers,
+    built,
+    keras_axis,
+    like_bn,
+)
 
 ALL_STATISTICS = ["gamma", "beta", "moving_mean", "moving_variance", "epsilon"]
 
@@ -45,6 +53,6 @@ class BatchRenorm(Target):
         if site.center:
             assign(layer.beta, beta)
         self.set_statistics(layer, mean, var, site.epsilon)
-        return Replacement(layers={bn: layer},
-                           carried=[n for n in ALL_STATISTICS
-                                    if (n != "gamma" or site.scale) and (n != "beta" or site.center)])
+        carried = [n for n in ALL_STATISTICS
+                   if (n != "gamma" or site.scale) and (n != "beta" or site.center)]
+        return Replacement(layers={bn: layer}, carried=carried)

@@ -9,7 +9,15 @@ fine-tuning brings the feature statistics in at the rate its batch size sets.
 
 from normswap.layers import BatchLayerNormalization
 from normswap.targets import register
-from normswap.targets.base import Replacement, Target, assign, bn_numbers, built, keras_axis, like_bn
+from normswap.targets.base import (
+    Replacement,
+    Target,
+    assign,
+    bn_numbers,
+    built,
+    keras_axis,
+    like_bn,
+)
 
 
 @register

@@ -14,12 +14,19 @@ same automatic rule as `groupnorm` (`groups=N` to force one, adjusted down to a 
 the channel count when it does not divide; the report shows the count used).
 """
 
-from normswap.layers import EvoNormS0
-from normswap.targets import register
 from keras import ops
 
-from normswap.targets.base import (IDENTITY, Replacement, Target, built, carry_affine, keras_axis,
-                                   like_bn)
+from normswap.layers import EvoNormS0
+from normswap.targets import register
+from normswap.targets.base import (
+    IDENTITY,
+    Replacement,
+    Target,
+    built,
+    carry_affine,
+    keras_axis,
+    like_bn,
+)
 from normswap.targets.fold import folded_producer, why_not_foldable
 from normswap.targets.frn import ALL_STATISTICS
 from normswap.targets.groupnorm import auto_groups

@@ -68,7 +68,8 @@ class Fold(Target):
         return Replacement(
             layers={site.layer: IDENTITY, producer: folded_producer(site)},
             carried=["gamma", "beta", "moving_mean", "moving_variance", "epsilon"],
-            notes=[f"folded into '{producer.name}'" + ("" if producer.use_bias else " (bias added)")],
+            notes=[f"folded into '{producer.name}'"
+                   + ("" if producer.use_bias else " (bias added)")],
         )
 
 

@@ -16,8 +16,17 @@ Rank-2 (Dense) sites have no spatial axis: FRN would see one value per channel a
 
 from normswap.layers import FilterResponseNormalization
 from normswap.targets import register
-from normswap.targets.base import (IDENTITY, Replacement, Skip, Target, built, carry_affine,
-                                   keras_axis, like_bn)
+from normswap.targets.base import (
+    IDENTITY,
+    POOLING_WARNING,
+    Replacement,
+    Skip,
+    Target,
+    built,
+    carry_affine,
+    keras_axis,
+    like_bn,
+)
 from normswap.targets.fold import folded_producer, why_not_foldable
 
 ALL_STATISTICS = ["gamma", "beta", "moving_mean", "moving_variance", "epsilon"]
@@ -28,6 +37,9 @@ class FRN(Target):
     name = "frn"
     summary = "Filter Response Norm + TLU (Singh 2019); the TLU replaces a following ReLU"
     layer_classes = (FilterResponseNormalization,)
+
+    def warnings(self, site):
+        return [POOLING_WARNING] if site.pooled else []
 
     def check(self, site, options):
         if site.rank == 2:

@@ -10,7 +10,15 @@ so it is refused even when asked.
 import keras
 
 from normswap.targets import register
-from normswap.targets.base import Replacement, Skip, Target, built, carry_affine, keras_axis, like_bn
+from normswap.targets.base import (
+    Replacement,
+    Skip,
+    Target,
+    built,
+    carry_affine,
+    keras_axis,
+    like_bn,
+)
 
 MAX_GROUPS = 32
 MIN_CHANNELS_PER_GROUP = 16

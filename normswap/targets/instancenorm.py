@@ -6,7 +6,7 @@ layer would output β alone.
 """
 
 from normswap.targets import register
-from normswap.targets.base import Skip, Target
+from normswap.targets.base import POOLING_WARNING, Skip, Target
 from normswap.targets.groupnorm import group_norm_for
 
 
@@ -14,6 +14,9 @@ from normswap.targets.groupnorm import group_norm_for
 class InstanceNorm(Target):
     name = "instancenorm"
     summary = "InstanceNorm (GroupNormalization(groups=-1)), γ/β carried; skips Dense sites"
+
+    def warnings(self, site):
+        return [POOLING_WARNING] if site.pooled else []
 
     def check(self, site, options):
         if site.rank == 2:

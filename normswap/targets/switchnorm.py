@@ -18,7 +18,15 @@ import numpy as np
 from normswap.errors import UsageError
 from normswap.layers import SwitchNormalization
 from normswap.targets import register
-from normswap.targets.base import Replacement, Target, assign, bn_numbers, built, keras_axis, like_bn
+from normswap.targets.base import (
+    Replacement,
+    Target,
+    assign,
+    bn_numbers,
+    built,
+    keras_axis,
+    like_bn,
+)
 
 BN_LOGIT_GAP = {"uniform": 0.0, "bn": 5.0, "exact": 20.0}
 

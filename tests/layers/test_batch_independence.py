@@ -5,10 +5,9 @@ size 1-4, correlated batches, per-sample gradients). BatchNormalization itself i
 control: the same check must detect its dependence in training mode.
 """
 
+import keras
 import numpy as np
 import pytest
-
-import keras
 from keras import ops
 
 from normswap.layers import EvoNormS0, FilterResponseNormalization

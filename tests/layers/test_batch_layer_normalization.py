@@ -2,10 +2,9 @@
 
 import itertools
 
+import keras
 import numpy as np
 import pytest
-
-import keras
 from keras import ops
 
 from normswap.layers import BatchLayerNormalization

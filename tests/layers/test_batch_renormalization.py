@@ -1,9 +1,8 @@
 """BatchRenormalization against an independent NumPy version of Ioffe 2017."""
 
+import keras
 import numpy as np
 import pytest
-
-import keras
 from keras import ops
 
 from normswap.layers import BatchRenormalization

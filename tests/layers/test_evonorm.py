@@ -1,9 +1,8 @@
 """EvoNormS0 against an independent NumPy version of the paper's formula."""
 
+import keras
 import numpy as np
 import pytest
-
-import keras
 from keras import ops
 
 from normswap.layers import EvoNormS0

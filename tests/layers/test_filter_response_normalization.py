@@ -1,9 +1,8 @@
 """FilterResponseNormalization against an independent NumPy version of the paper's formula."""
 
+import keras
 import numpy as np
 import pytest
-
-import keras
 from keras import ops
 
 from normswap.layers import FRN, FilterResponseNormalization

@@ -1,9 +1,8 @@
 """SwitchNormalization against an independent NumPy version of Luo et al. 2018."""
 
+import keras
 import numpy as np
 import pytest
-
-import keras
 from keras import ops
 
 from normswap.layers import SwitchNormalization

@@ -1,10 +1,9 @@
 """Weight-Standardized convolutions: the forward pass equals a plain Keras convolution whose
 kernel was standardized in NumPy, while the stored kernel stays the raw one."""
 
+import keras
 import numpy as np
 import pytest
-
-import keras
 from keras import ops
 
 from normswap.layers import (
