@@ -296,6 +296,8 @@ def demo_command(target, no_calibrate, as_json, debug):
 def main(argv=None):
     """Entry point: run the command, turn every failure into one line and an exit code."""
     argv = list(sys.argv[1:] if argv is None else argv)
+    if not argv:
+        argv = ["--help"]
     debug = "--debug" in argv
     with warnings.catch_warnings():
         if not debug:

@@ -59,7 +59,8 @@ def _carried_text(carried):
 
 
 def _params_text(params):
-    return ", ".join(f"{k}={v}" for k, v in params.items()) or "-"
+    text = ", ".join(f"{k}={v}" for k, v in params.items() if k != "auto") or "-"
+    return text + (" (auto)" if params.get("auto") else "")
 
 
 def site_table(site_plans, title):
