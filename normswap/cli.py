@@ -105,6 +105,8 @@ def _load(source, weights, custom_objects):
               help="Re-estimate moving statistics on the samples (new domain).")
 @click.option("--distill-steps", type=click.IntRange(min=0), default=0, show_default=True,
               help="Fine-tune to match the original's outputs for N steps.")
+@click.option("--distill-sites", is_flag=True,
+              help="In distillation, also match each swapped layer's output to its BN's.")
 @click.option("--eval", "eval_file", type=click.Path(),
               help="Held-out samples (.npz/.npy) to measure fidelity on; labels 'y' add accuracy.")
 @click.option("--eval-key",
@@ -121,8 +123,8 @@ def _load(source, weights, custom_objects):
 @click.option("--debug", is_flag=True, help="Show tracebacks and TensorFlow's own messages.")
 def convert_command(model, target, output, groups, only, skip, exact, ws, switch_init,
                     calibrate_file, calibrate_key, calibrate_samples, recalibrate_stats,
-                    distill_steps, eval_file, eval_key, seed, dry_run, as_json, force, weights,
-                    custom_objects, debug):
+                    distill_steps, distill_sites, eval_file, eval_key, seed, dry_run,
+                    as_json, force, weights, custom_objects, debug):
     """Convert MODEL (a .keras / .h5 file or keras:<Application>) and write it to OUTPUT."""
     import normswap
     from normswap.report import render, site_table
@@ -133,6 +135,8 @@ def convert_command(model, target, output, groups, only, skip, exact, ws, switch
     options = {k: v for k, v in (("groups", groups), ("switch_init", switch_init)) if v is not None}
     data = _data_options(calibrate_file, calibrate_key, calibrate_samples, seed, eval_file,
                          eval_key, recalibrate_stats, distill_steps)
+    if distill_sites:
+        data["distill_options"] = {"match_sites": True}
     with _step(f"Loading {model}", as_json):
         loaded = _load(model, weights, custom_objects)
     if dry_run:

@@ -104,11 +104,9 @@ def convert(model, target, *, only=None, skip=None, exact=False, ws=False,
         calibration = calibrate(model, layer_map, the_plan.swapped, calibration_batches,
                                 recalibrate_stats=recalibrate_stats)
         if distill_steps:
-            from normswap.distill import distill
-
-            calibration["distillation"] = distill(model, new_model, calibration_batches,
-                                                  distill_steps, progress=progress,
-                                                  **(distill_options or {}))
+            calibration["distillation"] = _distill(model, new_model, the_plan, layer_map,
+                                                   calibration_batches, distill_steps,
+                                                   progress, dict(distill_options or {}))
     is_exact = (all(sp.exact for sp in the_plan.swapped) and not recalibrate_stats
                 and not distill_steps)
     fidelity = verify_models(model, new_model, probe, exact=is_exact)
@@ -120,6 +118,39 @@ def convert(model, target, *, only=None, skip=None, exact=False, ws=False,
                     params_before=model.count_params(), params_after=new_model.count_params(),
                     exact=is_exact, fidelity=fidelity, calibration=calibration)
     return Conversion(model=new_model, report=report)
+
+
+def _distill(model, new_model, the_plan, layer_map, batches, steps, progress, options):
+    """Distillation, with the swapped sites' outputs matched too if `match_sites=True`."""
+    from normswap.distill import distill
+
+    pairs, unmatched = [], 0
+    if options.pop("match_sites", False):
+        pairs, unmatched = site_pairs(the_plan, layer_map)
+    summary = distill(model, new_model, batches, steps, progress=progress, site_pairs=pairs,
+                      **options)
+    if unmatched:
+        summary["sites_not_matched"] = unmatched
+    return summary
+
+
+def site_pairs(the_plan, layer_map):
+    """(original tensor, new tensor) for every inexact swapped site of the outermost graph.
+
+    The original side is the BN's output, or its ReLU's where the new layer absorbed that
+    ReLU. Sites inside nested models have no tensor in the outer graphs; they are counted.
+    """
+    pairs, unmatched = [], 0
+    for site_plan in the_plan.swapped:
+        site, new = site_plan.site, layer_map.get(id(site_plan.site.layer))
+        if site_plan.exact or isinstance(new, str):
+            continue
+        if len(site.path) != 2:
+            unmatched += 1
+            continue
+        absorbed = site.relu is not None and layer_map.get(id(site.relu)) is IDENTITY
+        pairs.append(((site.relu if absorbed else site.layer).output, new.output))
+    return pairs, unmatched
 
 
 def swap(model, target, **options):

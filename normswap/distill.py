@@ -50,9 +50,13 @@ class _Progress(keras.callbacks.Callback):
 
 
 def distill(teacher, student, batches, steps, *, learning_rate=DEFAULT_LEARNING_RATE,
-            batch_size=DEFAULT_BATCH, seed=0, progress=False):
+            batch_size=DEFAULT_BATCH, seed=0, progress=False, site_pairs=()):
     """Train `student` for `steps` steps to match `teacher` on the samples in `batches`.
 
+    `site_pairs`: (teacher tensor, student tensor) pairs of the two graphs, e.g. a BN's
+    output and its replacement's, matched too (mean squared error, each weighted by the
+    inverse of its target's variance and shared equally between the sites), so that the
+    swapped layers stay close to what they replace, not only the model's outputs.
     Returns a summary: steps, losses at the first and last step, the loss kinds used.
     """
     inputs = concatenated(batches)
@@ -60,10 +64,20 @@ def distill(teacher, student, batches, steps, *, learning_rate=DEFAULT_LEARNING_
     kinds = ["kl_divergence" if _is_distribution(t) else "mean_squared_error" for t in targets]
     losses = [keras.losses.KLDivergence() if k == "kl_divergence" else
               keras.losses.MeanSquaredError() for k in kinds]
-    trainer = keras.Model(student.inputs, student.outputs, name=f"{student.name}_distill")
+    weights = [1.0] * len(losses)
+    site_teacher = None
+    if site_pairs:
+        site_teacher = keras.Model(teacher.inputs, [t for t, _ in site_pairs])
+        first = keras.tree.flatten(site_teacher([a[:batch_size] for a in inputs]))
+        weights += [1.0 / (len(site_pairs) * max(float(np.var(np.asarray(t))), 1e-12))
+                    for t in first]
+        losses += [keras.losses.MeanSquaredError() for _ in site_pairs]
+    trainer = keras.Model(student.inputs, student.outputs + [s for _, s in site_pairs],
+                          name=f"{student.name}_distill")
     schedule = keras.optimizers.schedules.CosineDecay(learning_rate, decay_steps=steps)
     trainer.compile(optimizer=keras.optimizers.Adam(schedule),
-                    loss=losses if len(losses) > 1 else losses[0])
+                    loss=losses if len(losses) > 1 else losses[0],
+                    loss_weights=weights if len(weights) > 1 else None)
     rng = np.random.default_rng(seed)
     count = len(inputs[0])
 
@@ -72,6 +86,9 @@ def distill(teacher, student, batches, steps, *, learning_rate=DEFAULT_LEARNING_
             rows = rng.choice(count, size=min(batch_size, count), replace=False)
             x = [a[rows] for a in inputs]
             y = [t[rows].astype(np.float32) for t in targets]
+            if site_teacher is not None:
+                y += [np.asarray(keras.ops.convert_to_numpy(t), np.float32)
+                      for t in keras.tree.flatten(site_teacher(x, training=False))]
             yield (tuple(x) if len(x) > 1 else x[0]), (tuple(y) if len(y) > 1 else y[0])
 
     losses_seen = _Losses()
@@ -79,8 +96,8 @@ def distill(teacher, student, batches, steps, *, learning_rate=DEFAULT_LEARNING_
     trainer.fit(sample_batches(), steps_per_epoch=steps, epochs=1, verbose=0,
                 callbacks=callbacks)
     return {"steps": int(steps), "loss_kinds": kinds, "learning_rate": learning_rate,
-            "batch_size": min(batch_size, count), "first_loss": losses_seen.first,
-            "last_loss": losses_seen.last}
+            "batch_size": min(batch_size, count), "sites_matched": len(site_pairs),
+            "first_loss": losses_seen.first, "last_loss": losses_seen.last}
 
 
 class _Losses(keras.callbacks.Callback):

@@ -158,6 +158,16 @@ def test_distillation_moves_towards_the_teacher_and_leaves_it_alone(trained):
     assert not distilled.model.compiled
 
 
+def test_distillation_can_match_the_swapped_sites(trained):
+    model, calibration, _ = trained
+    result = normswap.convert(model, "groupnorm", calibration_data=calibration, distill_steps=10,
+                              distill_options={"match_sites": True, "learning_rate": 1e-3})
+    summary = result.report.calibration["distillation"]
+    assert summary["sites_matched"] == 7
+    assert np.isfinite(summary["last_loss"])
+    assert len(result.model.outputs) == 1 and not result.model.compiled
+
+
 @pytest.mark.parametrize("bad, phrase", [
     (np.zeros((4, 28, 28)), "do not fit"),
     (np.zeros((4, 14, 14, 1)), "do not fit"),
@@ -184,7 +194,8 @@ def test_cli_calibration_and_bad_file(tmp_path, capsys, trained):
     np.savez(tmp_path / "bad.npz", x=np.zeros((3, 5)))
     out = tmp_path / "out.keras"
     status = main([str(source), "--to", "layernorm", "-o", str(out), "--json",
-                   "--calibrate", str(tmp_path / "calib.npz"), "--eval", str(tmp_path / "eval.npz")])
+                   "--calibrate", str(tmp_path / "calib.npz"),
+                   "--eval", str(tmp_path / "eval.npz")])
     captured = capsys.readouterr()
     assert status == 0, captured.err
     import json
