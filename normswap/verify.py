@@ -12,7 +12,7 @@ import numpy as np
 from normswap.errors import NormswapError
 
 EXACT_TOLERANCE = 1e-4
-PROBE_BATCH = 4
+PROBE_BATCH = 2
 PROBE_SPATIAL = 32  # size of an input dimension the model leaves unknown
 PROBE_SEED = 0
 
