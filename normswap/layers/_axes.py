@@ -1,11 +1,31 @@
 """Axis bookkeeping shared by the bundled normalization layers.
 
 Every layer normalizes per channel along one `axis` (the BatchNormalization convention:
--1 for channels_last, 1 for channels_first) and works for inputs of rank 2 to 5.
+-1 for channels_last, 1 for channels_first) and works for inputs of rank 2 to 5. The
+constructor checks the argument (`check_axis`); `build` and `call` resolve it against the
+input's rank (`channel_axis`, `channel_count`).
 """
+
+import numbers
 
 import keras
 from keras import ops
+
+
+def check_axis(axis, layer_name):
+    """A layer's `axis` argument as an int, or a clear error naming `layer_name`.
+
+    One integer, or a list/tuple holding one (accepted as Keras BatchNormalization does);
+    whether it fits an input is only known in `build` (`channel_axis`).
+    """
+    if isinstance(axis, (list, tuple)) and len(axis) == 1:
+        axis = axis[0]
+    if isinstance(axis, bool) or not isinstance(axis, numbers.Integral):
+        raise ValueError(
+            f"{layer_name} normalizes along a single channel axis, given as an integer "
+            f"(-1 for channels_last, 1 for channels_first). Received: axis={axis!r}"
+        )
+    return int(axis)
 
 
 def channel_axis(axis, rank):
@@ -23,6 +43,17 @@ def channel_axis(axis, rank):
             "(axis 0 is the batch)."
         )
     return resolved
+
+
+def channel_count(input_shape, axis, layer_name):
+    """The size of the channel axis `axis` of `input_shape`, which must be known."""
+    channels = input_shape[channel_axis(axis, len(input_shape))]
+    if channels is None:
+        raise ValueError(
+            f"{layer_name} needs a known channel count: axis {axis} of input shape "
+            f"{tuple(input_shape)} is None."
+        )
+    return channels
 
 
 def spatial_axes(axis, rank):

@@ -18,12 +18,16 @@ The all-reduce is the only backend-specific code of the bundled layers. It lives
 with `synchronized=True`, which `check_synchronized` allows on the TensorFlow backend only.
 """
 
-import numbers
-
 import keras
 from keras import ops
 
-from normswap.layers._axes import channel_axis, compute_dtype_for_statistics, per_channel
+from normswap.layers._axes import (
+    channel_axis,
+    channel_count,
+    check_axis,
+    compute_dtype_for_statistics,
+    per_channel,
+)
 
 
 def check_synchronized(synchronized, layer_name):
@@ -153,14 +157,7 @@ class BatchStatisticsLayer(keras.layers.Layer):
     ):
         super().__init__(**kwargs)
         name = type(self).__name__
-        if isinstance(axis, (list, tuple)) and len(axis) == 1:
-            axis = axis[0]
-        if isinstance(axis, bool) or not isinstance(axis, numbers.Integral):
-            raise ValueError(
-                f"{name}: `axis` must be one integer, the channel axis (-1 for "
-                f"channels_last, 1 for channels_first). Received: axis={axis!r}"
-            )
-        self.axis = int(axis)
+        self.axis = check_axis(axis, name)
         self.momentum = check_momentum(momentum, name)
         self.epsilon = check_epsilon(epsilon, name)
         self.center = bool(center)
@@ -180,15 +177,9 @@ class BatchStatisticsLayer(keras.layers.Layer):
         self.beta = None
 
     def build(self, input_shape):
-        rank = len(input_shape)
-        axis = channel_axis(self.axis, rank)
-        channels = input_shape[axis]
-        if channels is None:
-            raise ValueError(
-                f"{type(self).__name__}: the channel axis {self.axis} of input shape "
-                f"{tuple(input_shape)} must have a known size."
-            )
-        self.input_spec = keras.layers.InputSpec(ndim=rank, axes={self.axis: channels})
+        channels = channel_count(input_shape, self.axis, type(self).__name__)
+        self.input_spec = keras.layers.InputSpec(
+            ndim=len(input_shape), axes={self.axis: channels})
         shape = (channels,)
         if self.scale:
             self.gamma = self.add_weight(

@@ -5,7 +5,13 @@ import numbers
 import keras
 from keras import constraints, initializers, ops, regularizers
 
-from normswap.layers._axes import channel_axis, per_channel
+from normswap.layers._axes import (
+    channel_axis,
+    channel_count,
+    check_axis,
+    compute_dtype_for_statistics,
+    per_channel,
+)
 
 
 def groups_for(channels, groups, rank):
@@ -45,8 +51,7 @@ def group_std(x, groups, axis=-1, epsilon=1e-5):
             f"groups={groups} does not divide the {channels} channels of input "
             f"shape {tuple(x.shape)}."
         )
-    if keras.backend.standardize_dtype(x.dtype) in ("float16", "bfloat16"):
-        x = ops.cast(x, "float32")
+    x = ops.cast(x, compute_dtype_for_statistics(x.dtype))
     shape = ops.shape(x)
     grouped_shape = (tuple(shape[:axis]) + (groups, channels // groups)
                      + tuple(shape[axis + 1:]))
@@ -121,13 +126,7 @@ class EvoNormS0(keras.layers.Layer):
         **kwargs,
     ):
         super().__init__(**kwargs)
-        if isinstance(axis, (list, tuple)) and len(axis) == 1:
-            axis = axis[0]
-        if not isinstance(axis, numbers.Integral) or isinstance(axis, bool):
-            raise ValueError(
-                "EvoNormS0 normalizes along a single channel axis, given as an integer "
-                f"(-1 for channels_last, 1 for channels_first). Received: axis={axis!r}"
-            )
+        self.axis = check_axis(axis, "EvoNormS0")
         if (not isinstance(groups, numbers.Integral) or isinstance(groups, bool)
                 or groups < 1):
             raise ValueError(
@@ -137,7 +136,6 @@ class EvoNormS0(keras.layers.Layer):
             raise ValueError(
                 f"epsilon must be a positive number. Received: epsilon={epsilon!r}"
             )
-        self.axis = int(axis)
         self.groups = int(groups)
         self.groups_used = None
         self.epsilon = float(epsilon)
@@ -156,15 +154,8 @@ class EvoNormS0(keras.layers.Layer):
         self.autocast = False
 
     def build(self, input_shape):
-        rank = len(input_shape)
-        axis = channel_axis(self.axis, rank)
-        channels = input_shape[axis]
-        if channels is None:
-            raise ValueError(
-                f"EvoNormS0 needs a known channel count: axis {self.axis} of input "
-                f"shape {tuple(input_shape)} is None."
-            )
-        self.groups_used = groups_for(channels, self.groups, rank)
+        channels = channel_count(input_shape, self.axis, "EvoNormS0")
+        self.groups_used = groups_for(channels, self.groups, len(input_shape))
         self.input_spec = keras.layers.InputSpec(
             min_ndim=2, axes={self.axis: channels}
         )
@@ -191,8 +182,7 @@ class EvoNormS0(keras.layers.Layer):
     def call(self, inputs, training=None, mask=None):
         rank = len(inputs.shape)
         axis = channel_axis(self.axis, rank)
-        low = keras.backend.standardize_dtype(inputs.dtype) in ("float16", "bfloat16")
-        dtype = "float32" if low else inputs.dtype
+        dtype = compute_dtype_for_statistics(inputs.dtype)
         x = ops.cast(inputs, dtype)
         v = per_channel(ops.cast(self.v, dtype), axis, rank)
         y = x * ops.sigmoid(v * x) / group_std(x, self.groups_used, axis, self.epsilon)

@@ -5,7 +5,14 @@ import numbers
 import keras
 from keras import constraints, initializers, ops, regularizers
 
-from normswap.layers._axes import channel_axis, per_channel, spatial_axes
+from normswap.layers._axes import (
+    channel_axis,
+    channel_count,
+    check_axis,
+    compute_dtype_for_statistics,
+    per_channel,
+    spatial_axes,
+)
 
 #: The paper's initial value of the learned part ε_l of the epsilon.
 LEARNED_EPSILON_INIT = 1e-4
@@ -22,14 +29,10 @@ def inv_instance_rms(x, axis=-1, epsilon=1e-6):
     """
     rank = len(x.shape)
     axis = channel_axis(axis, rank)
-    x = ops.cast(x, "float32" if _is_low_precision(x.dtype) else x.dtype)
+    x = ops.cast(x, compute_dtype_for_statistics(x.dtype))
     reduce = spatial_axes(axis, rank)
     nu2 = ops.mean(ops.square(x), axis=reduce, keepdims=True) if reduce else ops.square(x)
     return ops.rsqrt(nu2 + ops.cast(epsilon, x.dtype))
-
-
-def _is_low_precision(dtype):
-    return keras.backend.standardize_dtype(dtype) in ("float16", "bfloat16")
 
 
 @keras.saving.register_keras_serializable(package="normswap")
@@ -104,14 +107,7 @@ class FilterResponseNormalization(keras.layers.Layer):
         **kwargs,
     ):
         super().__init__(**kwargs)
-        if isinstance(axis, (list, tuple)) and len(axis) == 1:
-            axis = axis[0]
-        if not isinstance(axis, numbers.Integral) or isinstance(axis, bool):
-            raise ValueError(
-                "FilterResponseNormalization normalizes along a single channel axis, "
-                f"given as an integer (-1 for channels_last, 1 for channels_first). "
-                f"Received: axis={axis!r}"
-            )
+        self.axis = check_axis(axis, "FilterResponseNormalization")
         if not isinstance(epsilon, numbers.Real) or epsilon < 0:
             raise ValueError(
                 f"epsilon must be a non-negative number. Received: epsilon={epsilon!r}"
@@ -122,7 +118,6 @@ class FilterResponseNormalization(keras.layers.Layer):
                 "channel; use a positive epsilon (the paper's is 1e-6) or "
                 "learned_epsilon=True. Received: epsilon=0"
             )
-        self.axis = int(axis)
         self.epsilon = float(epsilon)
         self.learned_epsilon = bool(learned_epsilon)
         self.use_tlu = bool(use_tlu)
@@ -139,13 +134,7 @@ class FilterResponseNormalization(keras.layers.Layer):
         self.autocast = False
 
     def build(self, input_shape):
-        axis = channel_axis(self.axis, len(input_shape))
-        channels = input_shape[axis]
-        if channels is None:
-            raise ValueError(
-                f"FilterResponseNormalization needs a known channel count: axis "
-                f"{self.axis} of input shape {tuple(input_shape)} is None."
-            )
+        channels = channel_count(input_shape, self.axis, "FilterResponseNormalization")
         self.input_spec = keras.layers.InputSpec(
             min_ndim=2, axes={self.axis: channels}
         )
@@ -184,7 +173,7 @@ class FilterResponseNormalization(keras.layers.Layer):
     def call(self, inputs, training=None, mask=None):
         rank = len(inputs.shape)
         axis = channel_axis(self.axis, rank)
-        dtype = "float32" if _is_low_precision(inputs.dtype) else inputs.dtype
+        dtype = compute_dtype_for_statistics(inputs.dtype)
         x = ops.cast(inputs, dtype)
         x_hat = x * ops.cast(inv_instance_rms(x, axis, self.effective_epsilon()), dtype)
         z = (x_hat * per_channel(ops.cast(self.gamma, dtype), axis, rank)

@@ -8,9 +8,9 @@ control: the same check must detect its dependence in training mode.
 import keras
 import numpy as np
 import pytest
-from keras import ops
 
 from normswap.layers import EvoNormS0, FilterResponseNormalization
+from tests.layers._common import randomize_weights, to_numpy
 
 # (input shape of one sample, channel axis)
 LAYOUTS = [((5, 4, 6), -1), ((6, 5, 4), 1), ((8,), -1)]
@@ -24,24 +24,14 @@ FACTORIES = {
 }
 
 
-def _np(value):
-    return np.asarray(ops.convert_to_numpy(value))
-
-
-def _randomize(layer, seed=0):
-    rng = np.random.default_rng(seed)
-    layer.set_weights([rng.normal(0.5, 1.0, size=w.shape).astype("float32")
-                       for w in layer.get_weights()])
-
-
 def _sample_alone_and_in_batch(layer, sample_shape, training, seed=0):
     rng = np.random.default_rng(seed)
     sample = rng.normal(1.0, 2.0, size=(1,) + sample_shape).astype("float32")
     # other samples from a different distribution, so any leak would show
     others = rng.normal(-3.0, 5.0, size=(6,) + sample_shape).astype("float32")
     batch = np.concatenate([others[:3], sample, others[3:]])
-    alone = _np(layer(sample, training=training))[0]
-    within = _np(layer(batch, training=training))[3]
+    alone = to_numpy(layer(sample, training=training))[0]
+    within = to_numpy(layer(batch, training=training))[3]
     return alone, within
 
 
@@ -51,7 +41,7 @@ def _sample_alone_and_in_batch(layer, sample_shape, training, seed=0):
 def test_output_of_a_sample_ignores_its_batch(name, sample_shape, axis, training):
     layer = FACTORIES[name](axis)
     layer.build((None,) + sample_shape)
-    _randomize(layer)
+    randomize_weights(layer, seed=0, mean=0.5)
     alone, within = _sample_alone_and_in_batch(layer, sample_shape, training)
     assert np.isfinite(alone).all()
     np.testing.assert_allclose(alone, within, rtol=1e-5, atol=1e-5)

@@ -5,9 +5,20 @@ import itertools
 import keras
 import numpy as np
 import pytest
-from keras import ops
 
 from normswap.layers import BatchLayerNormalization
+from tests.layers._common import (
+    assert_config_round_trip,
+    assert_finite_gradients,
+    assert_inference_ignores_the_batch,
+    assert_mixed_precision_close,
+    assert_save_load_round_trip,
+    assert_synchronized_only_on_tensorflow,
+    assert_trainable_false_runs_in_inference_mode,
+    named_weights,
+    run_jit_training_steps,
+    small_conv_model,
+)
 
 # The same few shapes recur below: JAX compiles its eager ops once per shape.
 CASES = [
@@ -67,10 +78,6 @@ def _randomize(layer, seed=1):
         w.assign(np.asarray(value, "float32"))
 
 
-def _named(layer):
-    return {w.name: np.array(w.numpy()) for w in layer.weights}
-
-
 def _moving(w):
     return (w["moving_mean"], w["moving_variance"], w["moving_feature_mean"],
             w["moving_feature_variance"])
@@ -83,7 +90,7 @@ def test_matches_numpy_reference_in_training_and_inference(shape, axis):
     layer = BatchLayerNormalization(axis=axis, momentum=m, epsilon=eps)
     layer.build(shape)
     _randomize(layer)
-    w = _named(layer)
+    w = named_weights(layer)
     # inference, default flags: moving batch statistics, the sample's own feature ones,
     # and the moving inverse batch size as the mixing weight
     expected, _ = bln_reference(x, axis, w["gamma"], w["beta"], eps,
@@ -96,7 +103,7 @@ def test_matches_numpy_reference_in_training_and_inference(shape, axis):
                                                              eps)
     np.testing.assert_allclose(np.asarray(layer(x, training=True)), expected,
                                rtol=1e-4, atol=1e-4)
-    after = _named(layer)
+    after = named_weights(layer)
     for name, value in [("moving_mean", mean_b), ("moving_variance", var_b),
                         ("moving_feature_mean", mean_f.mean()),
                         ("moving_feature_variance", var_f.mean()),
@@ -112,7 +119,7 @@ def test_every_flag_combination_at_inference(flags):
     layer = BatchLayerNormalization(axis=axis, **dict(zip(FLAGS, flags)))
     layer.build(shape)
     _randomize(layer, seed=2)
-    w = _named(layer)
+    w = named_weights(layer)
     expected, _ = bln_reference(x, axis, w["gamma"], w["beta"], eps,
                                 weight=w["moving_inverse_batch_size"], moving=_moving(w),
                                 flags=flags)
@@ -142,7 +149,7 @@ def test_moving_statistics_over_steps_with_changing_batch_size():
                             ("moving_feature_variance", var_f.mean()),
                             ("moving_inverse_batch_size", 1.0 / batch)]:
             ref[name] = momentum * ref[name] + (1 - momentum) * value
-    for name, value in _named(layer).items():
+    for name, value in named_weights(layer).items():
         if name in ref:
             np.testing.assert_allclose(value, ref[name], rtol=1e-5, atol=1e-6, err_msg=name)
 
@@ -190,9 +197,7 @@ def test_inference_does_not_depend_on_the_inference_batch():
     layer = BatchLayerNormalization()
     layer.build(x.shape)
     _randomize(layer)
-    whole = np.asarray(layer(x, training=False))
-    alone = np.concatenate([np.asarray(layer(x[i:i + 1], training=False)) for i in range(3)])
-    np.testing.assert_allclose(alone, whole, rtol=1e-5, atol=1e-5)
+    assert_inference_ignores_the_batch(layer, x)
 
 
 def test_trainable_false_runs_in_inference_mode():
@@ -200,12 +205,7 @@ def test_trainable_false_runs_in_inference_mode():
     layer = BatchLayerNormalization()
     layer.build(x.shape)
     _randomize(layer)
-    expected = np.asarray(layer(x, training=False))
-    before = _named(layer)
-    layer.trainable = False
-    np.testing.assert_allclose(np.asarray(layer(x, training=True)), expected, rtol=1e-6)
-    for name, value in _named(layer).items():
-        np.testing.assert_array_equal(value, before[name])
+    assert_trainable_false_runs_in_inference_mode(layer, x)
 
 
 @pytest.mark.parametrize("kwargs,match", [
@@ -226,11 +226,7 @@ def test_invalid_axis_or_rank_raises(kwargs, shape):
 
 
 def test_synchronized_only_on_tensorflow():
-    if keras.backend.backend() == "tensorflow":
-        assert BatchLayerNormalization(synchronized=True).synchronized
-    else:
-        with pytest.raises(ValueError, match="TensorFlow backend"):
-            BatchLayerNormalization(synchronized=True)
+    assert_synchronized_only_on_tensorflow(BatchLayerNormalization)
 
 
 @pytest.mark.parametrize("shape,axis", [((3, 4, 4, 3), -1), ((3, 3, 4, 4), 1), ((4, 3), -1)])
@@ -241,20 +237,9 @@ def test_mixed_precision_close_to_float32(shape, axis):
     ref.build(shape)
     mixed.build(shape)
     _randomize(ref)
-    for name, value in _named(ref).items():
-        getattr(mixed, name).assign(value)
-    assert all(w.dtype == "float32" for w in mixed.weights)
-    x16 = ops.cast(x, "float16")
-    x32 = np.asarray(ops.cast(x16, "float32"))
-    for training in (True, False):
-        out = mixed(x16, training=training)
-        assert keras.backend.standardize_dtype(out.dtype) == "float16"
-        out = np.asarray(ops.cast(out, "float32"))
-        assert np.isfinite(out).all()
-        np.testing.assert_allclose(out, np.asarray(ref(x32, training=training)),
-                                   rtol=1e-2, atol=1e-2)
-    for name, value in _named(ref).items():
-        np.testing.assert_allclose(_named(mixed)[name], value, rtol=1e-3, err_msg=name)
+    assert_mixed_precision_close(ref, mixed, x, training_modes=(True, False))
+    for name, value in named_weights(ref).items():
+        np.testing.assert_allclose(named_weights(mixed)[name], value, rtol=1e-3, err_msg=name)
 
 
 def test_config_round_trip():
@@ -264,17 +249,12 @@ def test_config_round_trip():
     x = _input((3, 3, 4, 4))
     layer.build(x.shape)
     _randomize(layer)
-    out = np.asarray(layer(x, training=False))
-    config = layer.get_config()
-    for key, value in dict(axis=1, momentum=0.9, epsilon=1e-5, batch_moving_mean=True,
-                           batch_moving_var=False, feature_moving_mean=True,
-                           feature_moving_var=False, center=False, synchronized=False).items():
-        assert config[key] == value
-    clone = BatchLayerNormalization.from_config(config)
-    assert clone.get_config() == config
-    clone.build(x.shape)
-    clone.set_weights(layer.get_weights())
-    np.testing.assert_allclose(np.asarray(clone(x, training=False)), out, rtol=1e-6)
+    assert_config_round_trip(
+        layer, x,
+        dict(axis=1, momentum=0.9, epsilon=1e-5, batch_moving_mean=True,
+             batch_moving_var=False, feature_moving_mean=True, feature_moving_var=False,
+             center=False, synchronized=False),
+        training=False)
 
 
 @pytest.mark.parametrize("suffix", [".keras", ".h5"])
@@ -286,80 +266,31 @@ def test_save_and_load(tmp_path, suffix):
     h = keras.layers.Flatten()(h)
     h = BatchLayerNormalization(batch_moving_mean=False, name="bln_c")(h)
     model = keras.Model(inputs, h)
-    x = _input((3, 4, 4, 3))
     for t in range(2):
         model(_input((3, 4, 4, 3), seed=t), training=True)
-    expected = np.asarray(model(x, training=False))
-    path = tmp_path / f"bln{suffix}"
-    model.save(path)
-    loaded = keras.models.load_model(path)
+    loaded = assert_save_load_round_trip(model, _input((3, 4, 4, 3)),
+                                         tmp_path / f"bln{suffix}", training=False)
     assert isinstance(loaded.get_layer("bln_b"), BatchLayerNormalization)
     assert loaded.get_layer("bln_b").feature_moving_mean
     assert not loaded.get_layer("bln_c").batch_moving_mean
-    for a, b in zip(model.get_weights(), loaded.get_weights()):
-        np.testing.assert_array_equal(a, b)
-    np.testing.assert_allclose(np.asarray(loaded(x, training=False)), expected, rtol=1e-6)
-
-
-def _trainable_gradients(layer, x):
-    """d(Σ y·r)/dw for every trainable weight, on whichever backend is active."""
-    r = np.random.default_rng(7).normal(size=x.shape).astype("float32")
-    if keras.backend.backend() == "tensorflow":
-        import tensorflow as tf
-
-        with tf.GradientTape() as tape:
-            loss = ops.sum(layer(x, training=True) * r)
-        return [np.asarray(g) for g in tape.gradient(loss, layer.trainable_variables)]
-    if keras.backend.backend() == "jax":
-        import jax
-
-        non_trainable = [v.value for v in layer.non_trainable_variables]
-
-        def loss(trainable):
-            y, _ = layer.stateless_call(trainable, non_trainable, x, training=True)
-            return (y * r).sum()
-
-        return [np.asarray(g) for g in
-                jax.jit(jax.grad(loss))([v.value for v in layer.trainable_variables])]
-    pytest.skip(f"gradient helper not written for backend {keras.backend.backend()}")
 
 
 @pytest.mark.parametrize("shape,axis", [((3, 4, 4, 3), -1), ((3, 3, 4, 4), 1), ((4, 3), -1),
                                         ((1, 1, 1, 3), -1)])
 def test_gradients_finite_for_every_trainable_weight(shape, axis):
-    x = _input(shape, scale=1.0)
     layer = BatchLayerNormalization(axis=axis)
     layer.build(shape)
     _randomize(layer)
-    grads = _trainable_gradients(layer, x)
-    assert len(grads) == 2
-    for var, grad in zip(layer.trainable_variables, grads):
-        assert grad.shape == tuple(var.shape)
-        assert np.isfinite(grad).all(), var.name
-        assert np.abs(grad).max() > 0, var.name
+    assert_finite_gradients(layer, _input(shape, scale=1.0), count=2, training=True)
 
 
 def test_jit_compiled_training_steps():
     rng = np.random.default_rng(3)
-    model = keras.Sequential([
-        keras.Input((5, 5, 2)),
-        keras.layers.Conv2D(4, 3, padding="same"),
-        BatchLayerNormalization(momentum=0.5, name="bln"),
-        keras.layers.GlobalAveragePooling2D(),
-        keras.layers.Dense(1),
-    ])
-    model.compile(optimizer=keras.optimizers.SGD(0.05), loss="mse", jit_compile=True)
-    layer = model.get_layer("bln")
-    before = _named(layer)
+    model = small_conv_model(BatchLayerNormalization(momentum=0.5, name="bln"), (5, 5, 2),
+                             filters=4)
     # 10 samples at batch size 4: the last batch has 2, a different size in the same run
-    history = model.fit(rng.normal(size=(10, 5, 5, 2)).astype("float32"),
-                        rng.normal(size=(10, 1)).astype("float32"),
-                        batch_size=4, epochs=1, verbose=0)
-    assert np.isfinite(history.history["loss"]).all()
-    after = _named(layer)
-    for name, value in after.items():
-        assert np.isfinite(value).all(), name
-        assert not np.array_equal(value, before[name]), f"{name} did not change"
+    after = run_jit_training_steps(model, rng.normal(size=(10, 5, 5, 2)).astype("float32"),
+                                   rng.normal(size=(10, 1)).astype("float32"), layer="bln")
     # moving 1/B after batches of 4, 4, 2 with momentum 0.5
     expected = ((0.0 * 0.5 + 0.25 * 0.5) * 0.5 + 0.25 * 0.5) * 0.5 + 0.5 * 0.5
     np.testing.assert_allclose(after["moving_inverse_batch_size"], expected, rtol=1e-6)

@@ -3,9 +3,19 @@
 import keras
 import numpy as np
 import pytest
-from keras import ops
 
 from normswap.layers import BatchRenormalization
+from tests.layers._common import (
+    assert_config_round_trip,
+    assert_finite_gradients,
+    assert_mixed_precision_close,
+    assert_save_load_round_trip,
+    assert_synchronized_only_on_tensorflow,
+    assert_trainable_false_runs_in_inference_mode,
+    named_weights,
+    run_jit_training_steps,
+    small_conv_model,
+)
 
 # The same few shapes recur below: JAX compiles its eager ops once per shape.
 CASES = [
@@ -62,10 +72,6 @@ def _randomize(layer, seed=1):
         w.assign(value.astype("float32"))
 
 
-def _named(layer):
-    return {w.name: np.array(w.numpy()) for w in layer.weights}
-
-
 @pytest.mark.parametrize("shape,axis", CASES)
 def test_matches_numpy_reference_in_training_and_inference(shape, axis):
     # Seed defect: axis ≠ -1 raised; every case here runs, channels_first included.
@@ -75,7 +81,7 @@ def test_matches_numpy_reference_in_training_and_inference(shape, axis):
                                  r_max=1.5, d_max=0.5, warmup_steps=0, epsilon=eps)
     layer.build(shape)
     _randomize(layer)
-    w = _named(layer)
+    w = named_weights(layer)
 
     expected = bn_inference_reference(x, axis, w["gamma"], w["beta"], w["moving_mean"],
                                       w["moving_variance"], eps)
@@ -86,7 +92,7 @@ def test_matches_numpy_reference_in_training_and_inference(shape, axis):
         x, axis, w["gamma"], w["beta"], w["renorm_mean"], w["moving_stddev"], 1.5, 0.5, eps)
     np.testing.assert_allclose(np.asarray(layer(x, training=True)), expected,
                                rtol=1e-4, atol=1e-4)
-    after = _named(layer)
+    after = named_weights(layer)
     for name, value, m in [("moving_mean", mean_b, 0.9), ("moving_variance", var_b, 0.9),
                            ("renorm_mean", mean_b, 0.8), ("moving_stddev", sigma_b, 0.8)]:
         np.testing.assert_allclose(after[name], m * w[name] + (1 - m) * value,
@@ -103,7 +109,7 @@ def test_training_clips_r_and_d():
         layer = BatchRenormalization(r_max=r_max, d_max=d_max, warmup_steps=0, epsilon=eps)
         layer.build(x.shape)
         _randomize(layer, seed=5)
-        w = _named(layer)
+        w = named_weights(layer)
         out = np.asarray(layer(x, training=True))
         expected, mean_b, var_b, _ = brn_training_reference(
             x, -1, w["gamma"], w["beta"], w["renorm_mean"], w["moving_stddev"], r_max, d_max,
@@ -127,7 +133,8 @@ def test_statistics_and_warmup_schedule_over_several_steps():
     layer.build(shape)
     ref = {"moving_mean": np.zeros(3), "moving_variance": np.ones(3),
            "renorm_mean": np.zeros(3), "moving_stddev": np.full(3, np.sqrt(1 + eps))}
-    np.testing.assert_allclose(_named(layer)["moving_stddev"], ref["moving_stddev"], rtol=1e-6)
+    np.testing.assert_allclose(named_weights(layer)["moving_stddev"], ref["moving_stddev"],
+                               rtol=1e-6)
     for t in range(6):
         x = _input(shape, seed=20 + t, scale=0.5 + t)  # growing scale: r gets clipped
         frac = min(t / warmup, 1.0)
@@ -142,7 +149,7 @@ def test_statistics_and_warmup_schedule_over_several_steps():
                               + (1 - renorm_momentum) * mean_b)
         ref["moving_stddev"] = (renorm_momentum * ref["moving_stddev"]
                                 + (1 - renorm_momentum) * sigma_b)
-        got = _named(layer)
+        got = named_weights(layer)
         assert got["step"] == t + 1
         for name in STATS:
             np.testing.assert_allclose(got[name], ref[name], rtol=1e-5, atol=1e-6,
@@ -155,7 +162,7 @@ def test_inference_uses_moving_statistics_not_the_batch():
     layer = BatchRenormalization()
     layer.build(x.shape)
     _randomize(layer)
-    w = _named(layer)
+    w = named_weights(layer)
     out = np.asarray(layer(x, training=False))
     expected = bn_inference_reference(x, -1, w["gamma"], w["beta"], w["moving_mean"],
                                       w["moving_variance"], 1e-3)
@@ -165,9 +172,9 @@ def test_inference_uses_moving_statistics_not_the_batch():
     # inference leaves every statistic and the step alone
     layer2 = BatchRenormalization()
     layer2.build(x.shape)
-    before = _named(layer2)
+    before = named_weights(layer2)
     layer2(x, training=False)
-    for name, value in _named(layer2).items():
+    for name, value in named_weights(layer2).items():
         np.testing.assert_array_equal(value, before[name])
 
 
@@ -240,15 +247,10 @@ def test_save_and_load_resumes_the_warmup_schedule(tmp_path, suffix):
     assert float(model.get_layer("brn_a").step.numpy()) == 3
     x = _input((3, 4, 4, 3), seed=7, scale=6.0)
     path = tmp_path / f"brn{suffix}"
-    model.save(path)
-    loaded = keras.models.load_model(path)
+    loaded = assert_save_load_round_trip(model, x, path, training=False)
     layer = loaded.get_layer("brn_b")
     assert isinstance(layer, BatchRenormalization) and layer.axis == 1
     assert float(loaded.get_layer("brn_a").step.numpy()) == 3
-    for a, b in zip(model.get_weights(), loaded.get_weights()):
-        np.testing.assert_array_equal(a, b)
-    np.testing.assert_allclose(np.asarray(loaded(x, training=False)),
-                               np.asarray(model(x, training=False)), rtol=1e-6)
     # A restarted schedule (step 0: r = 1, d = 0) would give a different next step ...
     restarted = keras.models.load_model(path)
     restarted.get_layer("brn_a").step.assign(0.0)
@@ -266,9 +268,7 @@ def test_trainable_false_runs_in_inference_mode():
     layer = BatchRenormalization()
     layer.build(x.shape)
     _randomize(layer)
-    expected = np.asarray(layer(x, training=False))
-    layer.trainable = False
-    np.testing.assert_allclose(np.asarray(layer(x, training=True)), expected, rtol=1e-6)
+    assert_trainable_false_runs_in_inference_mode(layer, x)
     assert float(layer.step.numpy()) == 0
 
 
@@ -293,11 +293,7 @@ def test_invalid_axis_or_rank_raises(kwargs, shape):
 
 
 def test_synchronized_only_on_tensorflow():
-    if keras.backend.backend() == "tensorflow":
-        assert BatchRenormalization(synchronized=True).synchronized
-    else:
-        with pytest.raises(ValueError, match="TensorFlow backend"):
-            BatchRenormalization(synchronized=True)
+    assert_synchronized_only_on_tensorflow(BatchRenormalization)
 
 
 @pytest.mark.parametrize("shape,axis", [((3, 4, 4, 3), -1), ((3, 3, 4, 4), 1), ((4, 3), -1)])
@@ -308,20 +304,10 @@ def test_mixed_precision_close_to_float32(shape, axis):
     ref.build(shape)
     mixed.build(shape)
     _randomize(ref)
-    for name, value in _named(ref).items():
-        getattr(mixed, name).assign(value)
-    assert all(w.dtype == "float32" for w in mixed.weights)
-    x16 = ops.cast(x, "float16")
-    x32 = np.asarray(ops.cast(x16, "float32"))
-    for training in (True, False):
-        out = mixed(x16, training=training)
-        assert keras.backend.standardize_dtype(out.dtype) == "float16"
-        out = np.asarray(ops.cast(out, "float32"))
-        assert np.isfinite(out).all()
-        np.testing.assert_allclose(out, np.asarray(ref(x32, training=training)),
-                                   rtol=1e-2, atol=1e-2)
+    assert_mixed_precision_close(ref, mixed, x, training_modes=(True, False))
     for name in STATS:
-        np.testing.assert_allclose(_named(mixed)[name], _named(ref)[name], rtol=1e-3)
+        np.testing.assert_allclose(named_weights(mixed)[name], named_weights(ref)[name],
+                                   rtol=1e-3)
 
 
 def test_config_round_trip():
@@ -331,78 +317,29 @@ def test_config_round_trip():
     x = _input((3, 3, 4, 4))
     layer.build(x.shape)
     _randomize(layer)
-    out = np.asarray(layer(x, training=False))
-    config = layer.get_config()
-    for key, value in dict(axis=1, momentum=0.95, epsilon=1e-5, r_max=2.0, d_max=1.0,
-                           warmup_steps=7, renorm_momentum=0.9, scale=False, center=True,
-                           synchronized=False).items():
-        assert config[key] == value
-    clone = BatchRenormalization.from_config(config)
-    assert clone.get_config() == config
-    clone.build(x.shape)
-    clone.set_weights(layer.get_weights())
-    np.testing.assert_allclose(np.asarray(clone(x, training=False)), out, rtol=1e-6)
+    clone = assert_config_round_trip(
+        layer, x,
+        dict(axis=1, momentum=0.95, epsilon=1e-5, r_max=2.0, d_max=1.0, warmup_steps=7,
+             renorm_momentum=0.9, scale=False, center=True, synchronized=False),
+        training=False)
     np.testing.assert_allclose(np.asarray(clone(x, training=True)),
                                np.asarray(layer(x, training=True)), rtol=1e-6)
-
-
-def _trainable_gradients(layer, x):
-    """d(Σ y·r)/dw for every trainable weight, on whichever backend is active."""
-    r = np.random.default_rng(7).normal(size=x.shape).astype("float32")
-    if keras.backend.backend() == "tensorflow":
-        import tensorflow as tf
-
-        with tf.GradientTape() as tape:
-            loss = ops.sum(layer(x, training=True) * r)
-        return [np.asarray(g) for g in tape.gradient(loss, layer.trainable_variables)]
-    if keras.backend.backend() == "jax":
-        import jax
-
-        non_trainable = [v.value for v in layer.non_trainable_variables]
-
-        def loss(trainable):
-            y, _ = layer.stateless_call(trainable, non_trainable, x, training=True)
-            return (y * r).sum()
-
-        return [np.asarray(g) for g in
-                jax.jit(jax.grad(loss))([v.value for v in layer.trainable_variables])]
-    pytest.skip(f"gradient helper not written for backend {keras.backend.backend()}")
 
 
 @pytest.mark.parametrize("shape,axis", [((3, 4, 4, 3), -1), ((3, 3, 4, 4), 1), ((4, 3), -1),
                                         ((1, 1, 1, 3), -1)])
 def test_gradients_finite_for_every_trainable_weight(shape, axis):
-    x = _input(shape, scale=1.0)
     layer = BatchRenormalization(axis=axis, warmup_steps=0)
     layer.build(shape)
     _randomize(layer)
-    grads = _trainable_gradients(layer, x)
-    assert len(grads) == 2
-    for var, grad in zip(layer.trainable_variables, grads):
-        assert grad.shape == tuple(var.shape)
-        assert np.isfinite(grad).all(), var.name
-        assert np.abs(grad).max() > 0, var.name
+    assert_finite_gradients(layer, _input(shape, scale=1.0), count=2, training=True)
 
 
 def test_jit_compiled_training_steps():
     rng = np.random.default_rng(3)
-    model = keras.Sequential([
-        keras.Input((5, 5, 2)),
-        keras.layers.Conv2D(4, 3, padding="same"),
-        BatchRenormalization(warmup_steps=2, name="brn"),
-        keras.layers.GlobalAveragePooling2D(),
-        keras.layers.Dense(1),
-    ])
-    model.compile(optimizer=keras.optimizers.SGD(0.05), loss="mse", jit_compile=True)
-    layer = model.get_layer("brn")
-    before = _named(layer)
-    history = model.fit(rng.normal(size=(12, 5, 5, 2)).astype("float32"),
-                        rng.normal(size=(12, 1)).astype("float32"),
-                        batch_size=4, epochs=1, verbose=0)
-    assert np.isfinite(history.history["loss"]).all()
-    after = _named(layer)
+    model = small_conv_model(BatchRenormalization(warmup_steps=2, name="brn"), (5, 5, 2),
+                             filters=4)
+    after = run_jit_training_steps(model, rng.normal(size=(12, 5, 5, 2)).astype("float32"),
+                                   rng.normal(size=(12, 1)).astype("float32"), layer="brn",
+                                   may_stay=("step",))
     assert after["step"] == 3
-    for name, value in after.items():
-        assert np.isfinite(value).all(), name
-        if name != "step":
-            assert not np.array_equal(value, before[name]), f"{name} did not change"

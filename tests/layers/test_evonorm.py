@@ -3,9 +3,19 @@
 import keras
 import numpy as np
 import pytest
-from keras import ops
 
 from normswap.layers import EvoNormS0
+from tests.layers._common import (
+    assert_config_round_trip,
+    assert_finite_gradients,
+    assert_mixed_precision_close,
+    assert_save_load_round_trip,
+    named_weights,
+    randomize_weights,
+    run_jit_training_steps,
+    small_conv_model,
+    to_numpy,
+)
 
 # (input shape, channel axis, requested groups): ranks 2 to 5, both layouts, divisible
 # and non-divisible group counts.
@@ -19,10 +29,6 @@ CASES = [
     ((2, 3, 4, 2, 6), -1, 3),
     ((2, 6, 3, 4, 2), 1, 4),
 ]
-
-
-def _np(value, dtype=None):
-    return np.asarray(ops.convert_to_numpy(value), dtype)
 
 
 def expected_groups(channels, groups, rank):
@@ -48,16 +54,6 @@ def _random_input(shape, seed=0, scale=2.0):
     return (scale * rng.normal(size=shape) + 0.5).astype("float32")
 
 
-def _randomize(layer, seed=1):
-    rng = np.random.default_rng(seed)
-    layer.set_weights([rng.normal(0.5, 1.0, size=w.shape).astype("float32")
-                       for w in layer.get_weights()])
-
-
-def _named(layer):
-    return {w.name: _np(w) for w in layer.weights}
-
-
 @pytest.mark.parametrize("shape,axis,groups", CASES)
 def test_matches_numpy_reference_in_training_and_inference(shape, axis, groups):
     x = _random_input(shape)
@@ -65,11 +61,11 @@ def test_matches_numpy_reference_in_training_and_inference(shape, axis, groups):
     layer.build(shape)
     channels = shape[axis]
     assert layer.groups_used == expected_groups(channels, groups, len(shape))
-    _randomize(layer)
-    w = _named(layer)
+    randomize_weights(layer, mean=0.5)
+    w = named_weights(layer)
     expected = evonorm_reference(x, axis, layer.groups_used, w["v"], w["gamma"], w["beta"], 1e-5)
     for training in (True, False):
-        np.testing.assert_allclose(_np(layer(x, training=training)), expected,
+        np.testing.assert_allclose(to_numpy(layer(x, training=training)), expected,
                                    rtol=1e-5, atol=1e-5)
 
 
@@ -94,13 +90,13 @@ def test_center_and_scale_off():
     assert [w.name for w in layer.weights] == ["v"]
     layer.v.assign(np.linspace(-1.0, 2.0, 6).astype("float32"))
     expected = evonorm_reference(x, -1, 3, np.linspace(-1.0, 2.0, 6), 1.0, 0.0, 1e-5)
-    np.testing.assert_allclose(_np(layer(x)), expected, rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(to_numpy(layer(x)), expected, rtol=1e-5, atol=1e-5)
 
 
 def test_weights_and_their_initial_values():
     layer = EvoNormS0(groups=2)
     layer.build((2, 3, 3, 4))
-    w = _named(layer)
+    w = named_weights(layer)
     assert sorted(w) == ["beta", "gamma", "v"]
     np.testing.assert_array_equal(w["v"], np.ones(4))
     np.testing.assert_array_equal(w["gamma"], np.ones(4))
@@ -133,16 +129,8 @@ def test_mixed_precision_statistics_in_float32(shape, axis):
     mixed = EvoNormS0(axis=axis, groups=2, dtype="mixed_float16")
     ref.build(shape)
     mixed.build(shape)
-    _randomize(ref)
-    mixed.set_weights(ref.get_weights())
-    assert all(w.dtype == "float32" for w in mixed.weights)
-    x16 = ops.cast(x, "float16")
-    out = mixed(x16)
-    assert keras.backend.standardize_dtype(out.dtype) == "float16"
-    out = _np(ops.cast(out, "float32"))
-    expected = _np(ref(_np(ops.cast(x16, "float32"))))
-    assert np.isfinite(out).all()
-    np.testing.assert_allclose(out, expected, rtol=1e-2, atol=1e-2)
+    randomize_weights(ref, mean=0.5)
+    assert_mixed_precision_close(ref, mixed, x)
 
 
 def test_config_round_trip():
@@ -150,17 +138,10 @@ def test_config_round_trip():
                       v_initializer="random_normal", gamma_regularizer="l2",
                       name="evo_cfg")
     x = _random_input((2, 6, 4, 4))
-    out = _np(layer(x))
+    clone = assert_config_round_trip(
+        layer, x, dict(axis=1, groups=5, epsilon=1e-3, center=False, scale=True))
     assert layer.groups_used == 3
-    config = layer.get_config()
-    for key, value in dict(axis=1, groups=5, epsilon=1e-3, center=False, scale=True).items():
-        assert config[key] == value
-    clone = EvoNormS0.from_config(config)
-    assert clone.get_config() == config
-    clone.build(x.shape)
     assert clone.groups_used == 3
-    clone.set_weights(layer.get_weights())
-    np.testing.assert_allclose(_np(clone(x)), out, rtol=1e-6)
 
 
 @pytest.mark.parametrize("suffix", [".keras", ".h5"])
@@ -172,71 +153,24 @@ def test_save_and_load(tmp_path, suffix):
     model = keras.Model(inputs, h)
     for layer in model.layers:
         if isinstance(layer, EvoNormS0):
-            _randomize(layer, seed=len(layer.name))
-    x = _random_input((2, 4, 4, 6))
-    expected = _np(model(x))
-    path = tmp_path / f"evonorm{suffix}"
-    model.save(path)
-    loaded = keras.models.load_model(path)
+            randomize_weights(layer, seed=len(layer.name), mean=0.5)
+    loaded = assert_save_load_round_trip(model, _random_input((2, 4, 4, 6)),
+                                         tmp_path / f"evonorm{suffix}")
     assert isinstance(loaded.get_layer("evo_a"), EvoNormS0)
     assert loaded.get_layer("evo_a").groups_used == 3
     assert loaded.get_layer("evo_b").gamma is None
-    for a, b in zip(model.get_weights(), loaded.get_weights()):
-        np.testing.assert_array_equal(a, b)
-    np.testing.assert_allclose(_np(loaded(x)), expected, rtol=1e-6)
-
-
-def _trainable_gradients(layer, x):
-    """d(Σ y·r)/dw for every trainable weight, on whichever backend is active."""
-    r = np.random.default_rng(7).normal(size=x.shape).astype("float32")
-    if keras.backend.backend() == "tensorflow":
-        import tensorflow as tf
-
-        with tf.GradientTape() as tape:
-            loss = ops.sum(layer(x, training=True) * r)
-        return [_np(g) for g in tape.gradient(loss, layer.trainable_variables)]
-    if keras.backend.backend() == "jax":
-        import jax
-
-        non_trainable = [v.value for v in layer.non_trainable_variables]
-
-        def loss(trainable):
-            y, _ = layer.stateless_call(trainable, non_trainable, x, training=True)
-            return (y * r).sum()
-
-        return [_np(g) for g in jax.grad(loss)([v.value for v in layer.trainable_variables])]
-    pytest.skip(f"gradient helper not written for backend {keras.backend.backend()}")
 
 
 @pytest.mark.parametrize("shape,axis", [((2, 4, 4, 6), -1), ((2, 6, 4, 4), 1), ((3, 8), -1)])
 def test_gradients_finite_for_every_trainable_weight(shape, axis):
-    x = _random_input(shape, scale=1.0)
     layer = EvoNormS0(axis=axis, groups=2)
     layer.build(shape)
-    grads = _trainable_gradients(layer, x)
-    assert len(grads) == 3
-    for var, grad in zip(layer.trainable_variables, grads):
-        assert grad.shape == tuple(var.shape)
-        assert np.isfinite(grad).all(), var.name
-        assert np.abs(grad).max() > 0, var.name
+    assert_finite_gradients(layer, _random_input(shape, scale=1.0), count=3, training=True)
 
 
 def test_jit_compiled_training_steps():
     rng = np.random.default_rng(3)
-    model = keras.Sequential([
-        keras.Input((6, 6, 2)),
-        keras.layers.Conv2D(6, 3, padding="same"),
-        EvoNormS0(groups=4, name="evo"),
-        keras.layers.GlobalAveragePooling2D(),
-        keras.layers.Dense(1),
-    ])
-    model.compile(optimizer=keras.optimizers.SGD(0.05), loss="mse", jit_compile=True)
-    before = [np.array(w) for w in model.get_layer("evo").get_weights()]
-    history = model.fit(rng.normal(size=(8, 6, 6, 2)).astype("float32"),
-                        rng.normal(size=(8, 1)).astype("float32"),
-                        batch_size=4, epochs=1, verbose=0)
-    assert np.isfinite(history.history["loss"]).all()
-    after = model.get_layer("evo").get_weights()
-    assert all(np.isfinite(w).all() for w in after)
-    for name, b, a in zip(["gamma", "beta", "v"], before, after):
-        assert not np.array_equal(a, b), f"{name} did not train"
+    model = small_conv_model(EvoNormS0(groups=4, name="evo"), (6, 6, 2), filters=6)
+    after = run_jit_training_steps(model, rng.normal(size=(8, 6, 6, 2)).astype("float32"),
+                                   rng.normal(size=(8, 1)).astype("float32"), layer="evo")
+    assert sorted(after) == ["beta", "gamma", "v"]

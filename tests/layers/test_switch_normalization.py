@@ -6,6 +6,18 @@ import pytest
 from keras import ops
 
 from normswap.layers import SwitchNormalization
+from tests.layers._common import (
+    assert_config_round_trip,
+    assert_finite_gradients,
+    assert_inference_ignores_the_batch,
+    assert_mixed_precision_close,
+    assert_save_load_round_trip,
+    assert_synchronized_only_on_tensorflow,
+    assert_trainable_false_runs_in_inference_mode,
+    named_weights,
+    run_jit_training_steps,
+    small_conv_model,
+)
 
 # (input shape, channel axis): ranks 2 to 5, channels_last and channels_first.
 # The same few shapes recur below: JAX compiles its eager ops once per shape.
@@ -78,17 +90,13 @@ def _randomize(layer, seed=1):
     layer.set_weights([v.astype("float32") for v in values])
 
 
-def _named(layer):
-    return {w.name: np.array(w.numpy()) for w in layer.weights}
-
-
 @pytest.mark.parametrize("shape,axis", CASES)
 def test_matches_numpy_reference_in_training_and_inference(shape, axis):
     x = _input(shape)
     layer = SwitchNormalization(axis=axis, momentum=0.9, epsilon=1e-3)
     layer.build(shape)
     _randomize(layer)
-    w = _named(layer)
+    w = named_weights(layer)
     args = (x, axis, w["gamma"], w["beta"], w["mean_weights"], w["variance_weights"], 1e-3)
 
     # Inference: IN and LN from the sample, BN from the moving statistics.
@@ -99,7 +107,7 @@ def test_matches_numpy_reference_in_training_and_inference(shape, axis):
     expected, (batch_mean, batch_var) = sn_reference(*args)
     np.testing.assert_allclose(np.asarray(layer(x, training=True)), expected,
                                rtol=1e-4, atol=1e-4)
-    after = _named(layer)
+    after = named_weights(layer)
     np.testing.assert_allclose(after["moving_mean"],
                                0.9 * w["moving_mean"] + 0.1 * batch_mean, rtol=1e-5, atol=1e-6)
     np.testing.assert_allclose(after["moving_variance"],
@@ -126,7 +134,7 @@ def test_initial_weights_and_names():
     # Seed defect: the moving mean and variance initialisers were swapped.
     layer = SwitchNormalization()
     layer.build((2, 4, 4, 3))
-    w = _named(layer)
+    w = named_weights(layer)
     assert set(w) == {"gamma", "beta", "moving_mean", "moving_variance",
                       "mean_weights", "variance_weights"}
     np.testing.assert_array_equal(w["moving_mean"], np.zeros(3))
@@ -209,9 +217,7 @@ def test_inference_of_a_sample_does_not_depend_on_the_batch():
     layer = SwitchNormalization()
     layer.build(x.shape)
     _randomize(layer)
-    whole = np.asarray(layer(x, training=False))
-    alone = np.concatenate([np.asarray(layer(x[i:i + 1], training=False)) for i in range(3)])
-    np.testing.assert_allclose(alone, whole, rtol=1e-5, atol=1e-5)
+    assert_inference_ignores_the_batch(layer, x)
 
 
 def test_trainable_false_runs_in_inference_mode():
@@ -219,9 +225,7 @@ def test_trainable_false_runs_in_inference_mode():
     layer = SwitchNormalization()
     layer.build(x.shape)
     _randomize(layer)
-    expected = np.asarray(layer(x, training=False))
-    layer.trainable = False
-    np.testing.assert_allclose(np.asarray(layer(x, training=True)), expected, rtol=1e-6)
+    assert_trainable_false_runs_in_inference_mode(layer, x)
 
 
 @pytest.mark.parametrize("kwargs,shape", [
@@ -247,11 +251,7 @@ def test_invalid_arguments_raise_clear_errors(kwargs, match):
 
 
 def test_synchronized_only_on_tensorflow():
-    if keras.backend.backend() == "tensorflow":
-        assert SwitchNormalization(synchronized=True).synchronized
-    else:
-        with pytest.raises(ValueError, match="TensorFlow backend"):
-            SwitchNormalization(synchronized=True)
+    assert_synchronized_only_on_tensorflow(SwitchNormalization)
 
 
 @pytest.mark.parametrize("shape,axis", [((3, 4, 4, 3), -1), ((3, 3, 4, 4), 1), ((4, 3), -1)])
@@ -262,17 +262,7 @@ def test_mixed_precision_close_to_float32(shape, axis):
     ref.build(shape)
     mixed.build(shape)
     _randomize(ref)
-    mixed.set_weights(ref.get_weights())
-    assert all(w.dtype == "float32" for w in mixed.weights)
-    x16 = ops.cast(x, "float16")
-    x32 = np.asarray(ops.cast(x16, "float32"))
-    for training in (True, False):
-        out = mixed(x16, training=training)
-        assert keras.backend.standardize_dtype(out.dtype) == "float16"
-        out = np.asarray(ops.cast(out, "float32"))
-        assert np.isfinite(out).all()
-        np.testing.assert_allclose(out, np.asarray(ref(x32, training=training)),
-                                   rtol=1e-2, atol=1e-2)
+    assert_mixed_precision_close(ref, mixed, x, training_modes=(True, False))
     np.testing.assert_allclose(np.asarray(mixed.moving_variance),
                                np.asarray(ref.moving_variance), rtol=1e-3)
 
@@ -284,17 +274,12 @@ def test_config_round_trip():
     x = _input((3, 3, 4, 4))
     layer.build(x.shape)
     _randomize(layer)
-    out = np.asarray(layer(x, training=False))
-    config = layer.get_config()
-    for key, value in dict(axis=1, momentum=0.95, epsilon=1e-5, center=False, scale=True,
-                           synchronized=False).items():
-        assert config[key] == value
-    clone = SwitchNormalization.from_config(config)
-    assert clone.get_config() == config
-    clone.build(x.shape)
-    clone.set_weights(layer.get_weights())
-    np.testing.assert_allclose(np.asarray(clone(x, training=False)), out, rtol=1e-6)
-    fresh = SwitchNormalization.from_config(config)
+    assert_config_round_trip(
+        layer, x,
+        dict(axis=1, momentum=0.95, epsilon=1e-5, center=False, scale=True,
+             synchronized=False),
+        training=False)
+    fresh = SwitchNormalization.from_config(layer.get_config())
     fresh.build(x.shape)
     np.testing.assert_array_equal(np.asarray(fresh.mean_weights), np.full(3, 2.0))
 
@@ -313,71 +298,23 @@ def test_save_and_load(tmp_path, suffix):
     for layer in model.layers:
         if isinstance(layer, SwitchNormalization):
             layer.mean_weights.assign(np.random.default_rng(len(layer.name)).normal(size=3))
-    expected = np.asarray(model(x, training=False))
-    path = tmp_path / f"sn{suffix}"
-    model.save(path)
-    loaded = keras.models.load_model(path)
+    loaded = assert_save_load_round_trip(model, x, tmp_path / f"sn{suffix}", training=False)
     assert isinstance(loaded.get_layer("sn_b"), SwitchNormalization)
     assert loaded.get_layer("sn_b").axis == 1
-    for a, b in zip(model.get_weights(), loaded.get_weights()):
-        np.testing.assert_array_equal(a, b)
-    np.testing.assert_allclose(np.asarray(loaded(x, training=False)), expected, rtol=1e-6)
-
-
-def _trainable_gradients(layer, x):
-    """d(Σ y·r)/dw for every trainable weight, on whichever backend is active."""
-    r = np.random.default_rng(7).normal(size=x.shape).astype("float32")
-    if keras.backend.backend() == "tensorflow":
-        import tensorflow as tf
-
-        with tf.GradientTape() as tape:
-            loss = ops.sum(layer(x, training=True) * r)
-        return [np.asarray(g) for g in tape.gradient(loss, layer.trainable_variables)]
-    if keras.backend.backend() == "jax":
-        import jax
-
-        non_trainable = [v.value for v in layer.non_trainable_variables]
-
-        def loss(trainable):
-            y, _ = layer.stateless_call(trainable, non_trainable, x, training=True)
-            return (y * r).sum()
-
-        return [np.asarray(g) for g in
-                jax.jit(jax.grad(loss))([v.value for v in layer.trainable_variables])]
-    pytest.skip(f"gradient helper not written for backend {keras.backend.backend()}")
 
 
 @pytest.mark.parametrize("shape,axis", [((3, 4, 4, 3), -1), ((3, 3, 4, 4), 1), ((4, 3), -1),
                                         ((1, 1, 1, 3), -1)])
 def test_gradients_finite_for_every_trainable_weight(shape, axis):
-    x = _input(shape, scale=1.0)
     layer = SwitchNormalization(axis=axis)
     layer.build(shape)
     _randomize(layer)
-    grads = _trainable_gradients(layer, x)
-    assert len(grads) == 4
-    for var, grad in zip(layer.trainable_variables, grads):
-        assert grad.shape == tuple(var.shape)
-        assert np.isfinite(grad).all(), var.name
-        assert np.abs(grad).max() > 0, var.name
+    assert_finite_gradients(layer, _input(shape, scale=1.0), count=4, training=True)
 
 
 def test_jit_compiled_training_steps():
     rng = np.random.default_rng(3)
-    model = keras.Sequential([
-        keras.Input((5, 5, 2)),
-        keras.layers.Conv2D(4, 3, padding="same"),
-        SwitchNormalization(momentum=0.5, name="sn"),
-        keras.layers.GlobalAveragePooling2D(),
-        keras.layers.Dense(1),
-    ])
-    model.compile(optimizer=keras.optimizers.SGD(0.05), loss="mse", jit_compile=True)
-    before = {w.name: np.array(w.numpy()) for w in model.get_layer("sn").weights}
-    history = model.fit(rng.normal(size=(8, 5, 5, 2)).astype("float32"),
-                        rng.normal(size=(8, 1)).astype("float32"),
-                        batch_size=4, epochs=1, verbose=0)
-    assert np.isfinite(history.history["loss"]).all()
-    for w in model.get_layer("sn").weights:
-        after = np.asarray(w.numpy())
-        assert np.isfinite(after).all(), w.name
-        assert not np.array_equal(after, before[w.name]), f"{w.name} did not change"
+    model = small_conv_model(SwitchNormalization(momentum=0.5, name="sn"), (5, 5, 2),
+                             filters=4)
+    run_jit_training_steps(model, rng.normal(size=(8, 5, 5, 2)).astype("float32"),
+                           rng.normal(size=(8, 1)).astype("float32"), layer="sn")

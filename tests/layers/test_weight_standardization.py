@@ -13,6 +13,13 @@ from normswap.layers import (
     WSDepthwiseConv2D,
     standardize_kernel,
 )
+from tests.layers._common import (
+    assert_config_round_trip,
+    assert_finite_gradients,
+    assert_save_load_round_trip,
+    run_jit_training_steps,
+    to_numpy,
+)
 
 KERAS_OF = {
     WSConv1D: keras.layers.Conv1D,
@@ -35,10 +42,6 @@ CASES = [
     (WSDepthwiseConv2D, dict(kernel_size=(2, 3), strides=2, use_bias=False), (2, 7, 7, 4)),
 ]
 IDS = [f"{cls.__name__}-{i}" for i, (cls, _, _) in enumerate(CASES)]
-
-
-def _np(value, dtype=None):
-    return np.asarray(ops.convert_to_numpy(value), dtype)
 
 
 def numpy_standardize(kernel, epsilon, depthwise):
@@ -84,20 +87,20 @@ def _pair(cls, kwargs, shape, data_format, kernel_scale=0.3, seed=0, ws_epsilon=
 def test_forward_equals_plain_conv_with_numpy_standardized_kernel(cls, kwargs, shape,
                                                                   data_format):
     ws, plain, raw, x = _pair(cls, kwargs, shape, data_format)
-    expected = _np(plain(x))
-    np.testing.assert_allclose(_np(ws(x)), expected, rtol=1e-4, atol=1e-4)
+    expected = to_numpy(plain(x))
+    np.testing.assert_allclose(to_numpy(ws(x)), expected, rtol=1e-4, atol=1e-4)
     # the stored kernel is the raw one, unchanged
     for a, b in zip(ws.get_weights(), raw):
         np.testing.assert_array_equal(a, b)
     # and WS really changes the forward pass: the raw kernel gives something else
     plain.set_weights(raw)
-    assert np.abs(_np(plain(x)) - expected).max() > 1e-2
+    assert np.abs(to_numpy(plain(x)) - expected).max() > 1e-2
 
 
 @pytest.mark.parametrize("depthwise", [False, True])
 def test_standardize_kernel_matches_numpy(depthwise):
     kernel = _raw_kernel((3, 3, 4, 5), seed=4)
-    got = _np(standardize_kernel(kernel, 1e-5, depthwise=depthwise))
+    got = to_numpy(standardize_kernel(kernel, 1e-5, depthwise=depthwise))
     np.testing.assert_allclose(got, numpy_standardize(kernel, 1e-5, depthwise),
                                rtol=1e-5, atol=1e-5)
     axes = (0, 1) if depthwise else (0, 1, 2)
@@ -109,7 +112,7 @@ def test_standardize_kernel_matches_numpy(depthwise):
 
 def test_constant_kernel_stays_finite_and_fan_in_one_raises():
     # W − mean(W) is float32 round-off (~1e-7) here, divided by √ε: finite and ≈ 0
-    out = _np(standardize_kernel(np.full((3, 3, 2, 4), 0.7, "float32"), 1e-5))
+    out = to_numpy(standardize_kernel(np.full((3, 3, 2, 4), 0.7, "float32"), 1e-5))
     assert np.isfinite(out).all()
     np.testing.assert_allclose(out, 0.0, atol=1e-4)
     with pytest.raises(ValueError, match="fan-in of 1"):
@@ -163,8 +166,8 @@ def test_mixed_precision_standardizes_in_float32(cls, kwargs, shape, data_format
         assert all(w.dtype == "float32" for w in mixed.weights)
         out = mixed(ops.cast(x, "float16"))
         assert keras.backend.standardize_dtype(out.dtype) == "float16"
-        out = _np(ops.cast(out, "float32"))
-        expected = _np(plain(x))
+        out = to_numpy(ops.cast(out, "float32"))
+        expected = to_numpy(plain(x))
         assert np.isfinite(out).all()
         assert np.abs(expected).max() > 0.5
         error = np.abs(out - expected).max() / np.abs(expected).max()
@@ -175,14 +178,10 @@ def test_mixed_precision_standardizes_in_float32(cls, kwargs, shape, data_format
                          ids=["WSConv1D", "WSConv2D", "WSConv3D", "WSDepthwiseConv2D"])
 def test_config_round_trip(cls, kwargs, shape):
     ws, plain, raw, x = _pair(cls, kwargs, shape, "channels_last", ws_epsilon=1e-3)
-    np.testing.assert_allclose(_np(ws(x)), _np(plain(x)), rtol=1e-4, atol=1e-4)
-    config = ws.get_config()
-    assert config["ws_epsilon"] == 1e-3
-    clone = cls.from_config(config)
-    assert clone.get_config() == config
-    clone.build(x.shape)
-    clone.set_weights(raw)
-    np.testing.assert_allclose(_np(clone(x)), _np(ws(x)), rtol=1e-6)
+    np.testing.assert_allclose(to_numpy(ws(x)), to_numpy(plain(x)), rtol=1e-4, atol=1e-4)
+    clone = assert_config_round_trip(ws, x, dict(ws_epsilon=1e-3))
+    for a, b in zip(clone.get_weights(), raw):  # the clone got the raw kernel
+        np.testing.assert_array_equal(a, b)
 
 
 def _multi_model():
@@ -213,53 +212,21 @@ def test_save_and_load(tmp_path, suffix):
     model = _multi_model()
     weights = [_raw_kernel(w.shape, seed=i) for i, w in enumerate(model.get_weights())]
     model.set_weights(weights)
-    x = _multi_inputs(2)
-    expected = _np(model(x))
-    path = tmp_path / f"ws{suffix}"
-    model.save(path)
-    loaded = keras.models.load_model(path)
+    loaded = assert_save_load_round_trip(model, _multi_inputs(2), tmp_path / f"ws{suffix}",
+                                         rtol=1e-5, atol=1e-6)
     for name, cls in [("ws1", WSConv1D), ("ws2", WSConv2D), ("wsdw", WSDepthwiseConv2D),
                       ("ws3", WSConv3D)]:
         assert type(loaded.get_layer(name)) is cls
     assert loaded.get_layer("ws3").ws_epsilon == 1e-4
     for a, b in zip(weights, loaded.get_weights()):  # raw kernels, stored verbatim
         np.testing.assert_array_equal(a, b)
-    np.testing.assert_allclose(_np(loaded(x)), expected, rtol=1e-5, atol=1e-6)
-
-
-def _trainable_gradients(layer, x):
-    """d(Σ y·r)/dw for every trainable weight, on whichever backend is active."""
-    r = np.random.default_rng(7).normal(size=layer.compute_output_shape(x.shape))
-    r = r.astype("float32")
-    if keras.backend.backend() == "tensorflow":
-        import tensorflow as tf
-
-        with tf.GradientTape() as tape:
-            loss = ops.sum(layer(x) * r)
-        return [_np(g) for g in tape.gradient(loss, layer.trainable_variables)]
-    if keras.backend.backend() == "jax":
-        import jax
-
-        non_trainable = [v.value for v in layer.non_trainable_variables]
-
-        def loss(trainable):
-            y, _ = layer.stateless_call(trainable, non_trainable, x)
-            return (y * r).sum()
-
-        return [_np(g) for g in jax.grad(loss)([v.value for v in layer.trainable_variables])]
-    pytest.skip(f"gradient helper not written for backend {keras.backend.backend()}")
 
 
 @pytest.mark.parametrize("cls,kwargs,shape", [CASES[0], CASES[3], CASES[4], CASES[5]],
                          ids=["WSConv1D", "WSConv2D", "WSConv3D", "WSDepthwiseConv2D"])
 def test_gradients_finite_and_orthogonal_to_the_kernel_mean(cls, kwargs, shape):
     ws, _, _, x = _pair(cls, kwargs, shape, "channels_last")
-    grads = _trainable_gradients(ws, x)
-    assert len(grads) == len(ws.trainable_variables) >= 1
-    for var, grad in zip(ws.trainable_variables, grads):
-        assert grad.shape == tuple(var.shape)
-        assert np.isfinite(grad).all(), var.name
-        assert np.abs(grad).max() > 0, var.name
+    grads = assert_finite_gradients(ws, x)
     # Ŵ does not change when W_o is shifted or scaled, so the kernel gradient of each
     # output channel sums to zero over its fan-in (a property plain convs lack).
     fan_in = (0, 1) if cls is WSDepthwiseConv2D else tuple(range(grads[0].ndim - 1))
@@ -268,12 +235,5 @@ def test_gradients_finite_and_orthogonal_to_the_kernel_mean(cls, kwargs, shape):
 
 
 def test_jit_compiled_training_steps():
-    model = _multi_model()
-    model.compile(optimizer=keras.optimizers.SGD(0.05), loss="mse", jit_compile=True)
-    before = [np.array(w) for w in model.get_weights()]
-    history = model.fit(_multi_inputs(8), np.random.default_rng(1).normal(size=(8, 1)),
-                        batch_size=4, epochs=1, verbose=0)
-    assert np.isfinite(history.history["loss"]).all()
-    after = model.get_weights()
-    assert all(np.isfinite(w).all() for w in after)
-    assert all(not np.array_equal(a, b) for a, b in zip(after, before))
+    run_jit_training_steps(_multi_model(), _multi_inputs(8),
+                           np.random.default_rng(1).normal(size=(8, 1)))
