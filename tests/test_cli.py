@@ -65,7 +65,8 @@ def test_convert_fold_real_model_keeps_accuracy_exactly(resnet8, realmodels, tmp
     x, y = data["x"].astype("float32"), data["y"].ravel()
     original = keras.models.load_model(resnet8, compile=False)
     converted = keras.models.load_model(out)
-    assert not any(isinstance(l, keras.layers.BatchNormalization) for l in converted.layers)
+    assert not any(isinstance(layer, keras.layers.BatchNormalization)
+                   for layer in converted.layers)
     old = original.predict(x, verbose=0).argmax(1)
     new = converted.predict(x, verbose=0).argmax(1)
     np.testing.assert_array_equal(old, new)
@@ -85,7 +86,8 @@ def test_json_report_and_h5_output(resnet8, tmp_path):
 
 def test_dry_run_writes_nothing(capsys, resnet8, tmp_path):
     out = tmp_path / "never.keras"
-    result = run_here(capsys, str(resnet8), "--to", "groupnorm", "-o", str(out), "--dry-run", "--json")
+    result = run_here(capsys, str(resnet8), "--to", "groupnorm", "-o", str(out), "--dry-run",
+                      "--json")
     assert result.returncode == 0, result.stderr
     plan = json.loads(result.stdout)
     assert len(plan["sites"]) == 7 and plan["sites"][0]["params"]["groups"] == 1
@@ -154,13 +156,15 @@ def test_refuses_to_overwrite_input_or_existing_output(capsys, resnet8, tmp_path
     result = run_here(capsys, str(resnet8), "--to", "fold", "-o", str(existing))
     assert result.returncode == 2 and "--force" in one_error_line(result)
     assert existing.read_bytes() == b"keep me"
-    assert run_here(capsys, str(resnet8), "--to", "fold", "-o", str(existing), "--force").returncode == 0
+    forced = run_here(capsys, str(resnet8), "--to", "fold", "-o", str(existing), "--force")
+    assert forced.returncode == 0
     assert existing.read_bytes() != b"keep me"
 
 
 def test_bad_options(capsys, resnet8, tmp_path):
     out = str(tmp_path / "o.keras")
-    assert run_here(capsys, str(resnet8), "--to", "groupnorm", "-o", out, "--groups", "0").returncode == 2
+    zero = run_here(capsys, str(resnet8), "--to", "groupnorm", "-o", out, "--groups", "0")
+    assert zero.returncode == 2
     missing_output = run_here(capsys, str(resnet8), "--to", "fold")
     assert missing_output.returncode == 2 and "--output" in one_error_line(missing_output)
     inexact = run_here(capsys, str(resnet8), "--to", "groupnorm", "--exact", "-o", out)

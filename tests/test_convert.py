@@ -140,7 +140,8 @@ def test_shared_bn_becomes_one_shared_replacement():
     result = normswap.convert(model, "frozenbn")
     (site,) = result.report.sites
     assert site.site.calls == 2
-    replacements = [l for l in result.model.layers if isinstance(l, normswap.ChannelAffine)]
+    replacements = [layer for layer in result.model.layers
+                    if isinstance(layer, normswap.ChannelAffine)]
     assert len(replacements) == 1 and len(replacements[0]._inbound_nodes) == 2
     assert relative_gap(model, result.model, probe_batch(model)) <= 1e-4
     fold = normswap.convert(model, "fold").report.sites[0]
@@ -204,7 +205,8 @@ def test_only_and_skip_select_by_glob():
 def test_groups_auto_rule_and_explicit_groups():
     from normswap.targets.groupnorm import auto_groups
 
-    assert [auto_groups(c) for c in (8, 16, 24, 64, 72, 144, 512, 2048)] == [1, 1, 1, 4, 4, 9, 32, 32]
+    channels = (8, 16, 24, 64, 72, 144, 512, 2048)
+    assert [auto_groups(c) for c in channels] == [1, 1, 1, 4, 4, 9, 32, 32]
     for channels in range(1, 600):
         groups = auto_groups(channels)
         assert channels % groups == 0 and (groups == 1 or channels // groups >= 16)

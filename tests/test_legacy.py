@@ -56,9 +56,9 @@ def test_mobilenet_loads_through_the_groups_fixer(mobilenet, realmodels):
         config = json.loads(f.attrs["model_config"])
     _, changes = legacy.apply_fixes(config)
     assert len(changes) == 13 and {fix for fix, _ in changes} == {"conv-groups"}
-    depthwise = [l for l in model.layers if isinstance(l, keras.layers.DepthwiseConv2D)]
+    depthwise = [layer for layer in model.layers if isinstance(layer, keras.layers.DepthwiseConv2D)]
     assert len(depthwise) == 13
-    assert sum(isinstance(l, keras.layers.BatchNormalization) for l in model.layers) == 27
+    assert sum(isinstance(layer, keras.layers.BatchNormalization) for layer in model.layers) == 27
     # Keras 2 configs list their inputs/outputs, so Keras 3 gives lists of one here.
     assert [tuple(t.shape) for t in model.inputs] == [(None, 96, 96, 3)]
     assert [tuple(t.shape) for t in model.outputs] == [(None, 2)]
@@ -68,7 +68,7 @@ def test_mobilenet_weights_are_exactly_the_files(mobilenet, realmodels):
     model = mobilenet
     stored = h5_weights_by_layer(realmodels / MOBILENET)
     assert sum(a.size for arrays in stored.values() for a in arrays) == model.count_params()
-    with_weights = {l.name for l in model.layers if l.weights}
+    with_weights = {layer.name for layer in model.layers if layer.weights}
     assert with_weights == set(stored)
     for name, arrays in stored.items():
         weights = model.get_layer(name).weights

@@ -1,6 +1,5 @@
 """Conversions of real trained models other people made (../shared/realmodels)."""
 
-import keras
 import numpy as np
 import pytest
 

@@ -38,8 +38,9 @@ def test_exact_resnet50_conversions(resnet50, target):
 
 def test_layer_classes_select_their_targets():
     model = small_cnn()
-    for layer_class in (FRN, SwitchNormalization, BatchRenormalization, BatchLayerNormalization,
-                        EvoNormS0, keras.layers.GroupNormalization, keras.layers.LayerNormalization):
+    classes = (FRN, SwitchNormalization, BatchRenormalization, BatchLayerNormalization, EvoNormS0,
+               keras.layers.GroupNormalization, keras.layers.LayerNormalization)
+    for layer_class in classes:
         result = normswap.convert(model, layer_class)
         assert result.report.swapped, layer_class
     assert normswap.FRN is normswap.layers.FilterResponseNormalization
