@@ -83,7 +83,8 @@ def shifted_copies(images, copies, max_shift, seed):
         shifted = np.zeros_like(images)
         for i, (dy, dx) in enumerate(rng.randint(-max_shift, max_shift + 1, (len(images), 2))):
             src = images[i, max(0, -dy):28 - max(0, dy), max(0, -dx):28 - max(0, dx)]
-            shifted[i, max(0, dy):max(0, dy) + src.shape[0], max(0, dx):max(0, dx) + src.shape[1]] = src
+            top, left = max(0, dy), max(0, dx)
+            shifted[i, top:top + src.shape[0], left:left + src.shape[1]] = src
         out.append(shifted)
     return np.concatenate(out)
 
@@ -154,7 +155,8 @@ def main():
     model.compile(optimizer=keras.optimizers.Adam(schedule),
                   loss="sparse_categorical_crossentropy", metrics=["accuracy"])
     start = time.perf_counter()
-    model.fit(x_train_aug, y_train_aug, batch_size=BATCH_SIZE, epochs=EPOCHS, shuffle=True, verbose=2)
+    model.fit(x_train_aug, y_train_aug, batch_size=BATCH_SIZE, epochs=EPOCHS, shuffle=True,
+              verbose=2)
     print(f"trained in {time.perf_counter() - start:.0f} s")
 
     # Save an uncompiled copy: no optimizer state in the file, nothing to restore on load.
