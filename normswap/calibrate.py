@@ -145,6 +145,10 @@ def calibrate(model, layer_map, site_plans, batches, *, recalibrate_stats=False)
     sites = [sp for sp in site_plans
              if sp.target is not None and not isinstance(layer_map.get(id(sp.site.layer)), str)
              and (recalibrate_stats or not sp.exact)]
+    for shared in [sp for sp in sites if sp.site.calls > 1]:
+        shared.notes.append(f"not calibrated: one layer serves {shared.site.calls} call sites "
+                            "with different inputs")
+    sites = [sp for sp in sites if sp.site.calls == 1]
     hook = _SiteCalibrator(sites, layer_map, recalibrate_stats)
     lockstep = Lockstep(layer_map, hooked=[id(sp.site.layer) for sp in sites], on_site=hook)
     lockstep.run(model, batches)

@@ -225,3 +225,14 @@ def test_calibration_walks_nested_and_multi_input_models():
     samples = (rng.normal(size=(16, 8, 8, 3)), rng.normal(size=(16, 6)))
     report = normswap.convert(multi, "groupnorm", groups=2, calibration_data=samples).report
     assert report.calibration["sites_calibrated"] == 2
+
+
+def test_shared_layers_are_not_calibrated_and_say_so():
+    from tests.models import shared_bn_model
+
+    model = shared_bn_model()
+    samples = np.random.default_rng(5).normal(size=(8, 10, 10, 4))
+    result = normswap.convert(model, "layernorm", calibration_data=samples)
+    (site,) = result.report.sites
+    assert site.fidelity is None and "2 call sites" in site.notes[-1]
+    assert result.report.calibration["sites_calibrated"] == 0
