@@ -151,7 +151,8 @@ def calibrate(model, layer_map, site_plans, batches, *, recalibrate_stats=False)
     sites = [sp for sp in sites if sp.site.calls == 1]
     hook = _SiteCalibrator(sites, layer_map, recalibrate_stats)
     lockstep = Lockstep(layer_map, hooked=[id(sp.site.layer) for sp in sites], on_site=hook)
-    lockstep.run(model, batches)
+    if sites:  # exact conversions have nothing to fit: no pass at all
+        lockstep.run(model, batches)
     return {"samples": int(sum(len(b[0]) for b in batches)),
             "sites_calibrated": sum(sp.fidelity is not None for sp in sites),
             "recalibrated_stats": bool(recalibrate_stats),
