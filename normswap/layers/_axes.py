@@ -77,3 +77,8 @@ def compute_dtype_for_statistics(dtype):
     """float32 for float16/bfloat16 inputs (x² overflows float16), else the input dtype."""
     dtype = keras.backend.standardize_dtype(dtype)
     return "float32" if dtype in ("float16", "bfloat16") else dtype
+
+
+def per_sample_channel_shape(axis, rank, channels):
+    """Shape (-1, 1, …, C, …, 1): a per-(sample, channel) factor of a rank-`rank` input."""
+    return (-1,) + broadcast_shape(axis, rank, channels)[1:]

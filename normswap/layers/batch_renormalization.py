@@ -199,13 +199,25 @@ class BatchRenormalization(BatchStatisticsLayer):
             r, d = renorm_corrections(
                 batch_mean, batch_stddev, self._vector(self.renorm_mean, axis, rank, dtype),
                 stddev, r_max, d_max)
-            normalized = (x - batch_mean) / batch_stddev * r + d
+            # y = γ·((x − μ_B)/σ_B·r + d) + β folded into one per-channel affine map,
+            # y = x·scale + offset, so the full-size activations see two elementwise
+            # ops. μ_B and σ_B stay differentiable inside scale and offset (the paper's
+            # gradient); r and d are constants.
+            scale = r / batch_stddev
+            if self.gamma is not None:
+                gamma = self._vector(self.gamma, axis, rank, dtype)
+                scale = scale * gamma
+                d = d * gamma
+            offset = d - batch_mean * scale
+            if self.beta is not None:
+                offset = offset + self._vector(self.beta, axis, rank, dtype)
+            outputs = x * scale + offset
             update_moving_average(self.moving_mean, batch_mean, self.momentum)
             update_moving_average(self.moving_variance, batch_variance, self.momentum)
             update_moving_average(self.renorm_mean, batch_mean, self.renorm_momentum)
             update_moving_average(self.moving_stddev, batch_stddev, self.renorm_momentum)
             self.step.assign(self.step + 1.0)
-            return ops.cast(self._affine(normalized, axis, rank), inputs.dtype)
+            return ops.cast(outputs, inputs.dtype)
         # Inference: the very op Keras BatchNormalization uses, so a carried-over BN
         # gives the same numbers.
         outputs = ops.batch_normalization(

@@ -175,9 +175,11 @@ class FilterResponseNormalization(keras.layers.Layer):
         axis = channel_axis(self.axis, rank)
         dtype = compute_dtype_for_statistics(inputs.dtype)
         x = ops.cast(inputs, dtype)
-        x_hat = x * ops.cast(inv_instance_rms(x, axis, self.effective_epsilon()), dtype)
-        z = (x_hat * per_channel(ops.cast(self.gamma, dtype), axis, rank)
-             + per_channel(ops.cast(self.beta, dtype), axis, rank))
+        # γ/√(ν² + ε) is one small per-(sample, channel) factor: the full-size
+        # activations only see x·factor + β (and the TLU's maximum).
+        factor = (ops.cast(inv_instance_rms(x, axis, self.effective_epsilon()), dtype)
+                  * per_channel(ops.cast(self.gamma, dtype), axis, rank))
+        z = x * factor + per_channel(ops.cast(self.beta, dtype), axis, rank)
         if self.tau is not None:
             z = ops.maximum(z, per_channel(ops.cast(self.tau, dtype), axis, rank))
         return ops.cast(z, self.compute_dtype)

@@ -89,7 +89,9 @@ class _WSConvMixin:
             else:
                 bias_shape = (1, channels) + (1,) * self.rank
             bias = ops.reshape(ops.cast(self.bias, outputs.dtype), bias_shape)
-            outputs = ops.add(outputs, bias)
+            # `+`, not ops.add: Keras's TensorFlow ops.add turns a (1, C, 1) bias into a
+            # bias_add along the LAST axis when that axis also has C entries.
+            outputs = outputs + bias
         if self.activation is not None:
             return self.activation(outputs)
         return outputs

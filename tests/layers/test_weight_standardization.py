@@ -61,6 +61,36 @@ def _raw_kernel(shape, seed=0, scale=0.3):
     return (scale * (spread * rng.normal(size=shape) + offset)).astype("float32")
 
 
+class _PlainTwin:
+    """The plain Keras conv with a given kernel, its bias added in NumPy on the channel axis
+    (then its activation).
+
+    Keras 3.15's TensorFlow `ops.add` (which its convs use for the bias) puts a
+    channels_first (1, C, 1, ...) bias on the LAST axis when that axis also has C entries,
+    so a plain Keras conv is not a trustworthy reference for the bias.
+    """
+
+    def __init__(self, cls, kwargs, shape, data_format):
+        plain_kwargs = {**kwargs, "use_bias": False, "activation": None}
+        self.conv = KERAS_OF[cls](data_format=data_format, **plain_kwargs)
+        self.conv.build(shape)
+        self.activation = keras.activations.get(kwargs.get("activation"))
+        self.axis = 1 if data_format == "channels_first" else -1
+        self.bias = None
+
+    def set_weights(self, weights):
+        self.conv.set_weights(weights[:1])
+        self.bias = weights[1] if len(weights) > 1 else None
+
+    def __call__(self, x):
+        y = to_numpy(self.conv(x))
+        if self.bias is not None:
+            shape = [1] * y.ndim
+            shape[self.axis] = -1
+            y = y + np.asarray(self.bias).reshape(shape).astype(y.dtype)
+        return to_numpy(self.activation(y))
+
+
 def _pair(cls, kwargs, shape, data_format, kernel_scale=0.3, seed=0, ws_epsilon=1e-5):
     """A built WS layer with a random raw kernel, and the plain Keras twin with Ŵ."""
     if data_format == "channels_first":
@@ -73,8 +103,7 @@ def _pair(cls, kwargs, shape, data_format, kernel_scale=0.3, seed=0, ws_epsilon=
         bias = np.random.default_rng(seed + 1).normal(size=weights[1].shape)
         weights[1] = bias.astype("float32")
     ws.set_weights(weights)
-    plain = KERAS_OF[cls](data_format=data_format, **kwargs)
-    plain.build(shape)
+    plain = _PlainTwin(cls, kwargs, shape, data_format)
     depthwise = cls is WSDepthwiseConv2D
     plain.set_weights([numpy_standardize(weights[0], ws_epsilon, depthwise).astype("float32")]
                       + weights[1:])
@@ -237,3 +266,18 @@ def test_gradients_finite_and_orthogonal_to_the_kernel_mean(cls, kwargs, shape):
 def test_jit_compiled_training_steps():
     run_jit_training_steps(_multi_model(), _multi_inputs(8),
                            np.random.default_rng(1).normal(size=(8, 1)))
+
+
+def test_channels_first_bias_lands_on_the_channel_axis():
+    """Regression: with (N, C, T) outputs and T == C, Keras's TensorFlow ops.add applied a
+    (1, C, 1) bias along the last axis. Checked against NumPy, not against a Keras conv
+    (keras.layers.Conv1D has the same defect)."""
+    rng = np.random.default_rng(3)
+    x = rng.normal(size=(2, 3, 4)).astype("float32")
+    layer = WSConv1D(4, 1, data_format="channels_first", bias_initializer="random_normal")
+    y = np.asarray(keras.ops.convert_to_numpy(layer(x)))
+    kernel = layer.kernel.numpy().astype(np.float64)[0]  # (in, out)
+    centred = kernel - kernel.mean(axis=0, keepdims=True)
+    standardized = centred / np.sqrt(centred.var(axis=0, keepdims=True) + layer.ws_epsilon)
+    expected = np.einsum("nit,io->not", x, standardized) + layer.bias.numpy()[None, :, None]
+    np.testing.assert_allclose(y, expected, rtol=1e-4, atol=1e-5)
