@@ -27,45 +27,66 @@ from normswap.lockstep import Lockstep
 
 
 class AffineStats:
-    """Per-channel float64 sums of n, y, n², n·y, y² over every sample and position."""
+    """Per-channel count, means and centred second moments of (n, y), merged batch by batch.
+
+    Each batch's means and centred sums are computed on the backend in float32 and merged
+    into float64 totals with the pairwise update of Chan et al., which stays accurate when
+    the means are large against the spread (no E[x²] − E[x]² cancellation).
+    """
 
     def __init__(self, channels):
         self.count = 0.0
-        self.sums = np.zeros((5, channels))  # Σn, Σy, Σn², Σny, Σy²
+        self.mean_n = np.zeros(channels)
+        self.mean_y = np.zeros(channels)
+        self.cnn = np.zeros(channels)  # Σ (n − n̄)²
+        self.cny = np.zeros(channels)  # Σ (n − n̄)(y − ȳ)
+        self.cyy = np.zeros(channels)  # Σ (y − ȳ)²
 
     def add(self, n, y):
-        self.count += n.shape[0]
-        self.sums += np.stack([n.sum(0), y.sum(0), (n * n).sum(0), (n * y).sum(0),
-                               (y * y).sum(0)])
+        """Merge one batch of (positions, channels) float32 tensors."""
+        k = float(n.shape[0])
+        mean_n, mean_y = ops.mean(n, axis=0), ops.mean(y, axis=0)
+        dn, dy = n - mean_n, y - mean_y
+        batch = [np.asarray(ops.convert_to_numpy(v), np.float64) for v in (
+            mean_n, mean_y, ops.sum(dn * dn, axis=0), ops.sum(dn * dy, axis=0),
+            ops.sum(dy * dy, axis=0))]
+        total = self.count + k
+        delta_n, delta_y = batch[0] - self.mean_n, batch[1] - self.mean_y
+        weight = self.count * k / total
+        self.cnn += batch[2] + delta_n * delta_n * weight
+        self.cny += batch[3] + delta_n * delta_y * weight
+        self.cyy += batch[4] + delta_y * delta_y * weight
+        self.mean_n += delta_n * k / total
+        self.mean_y += delta_y * k / total
+        self.count = total
 
     def fit(self, has_gamma, has_beta):
         """The least-squares (γ, β) per channel; γ fixed at 1 / β at 0 where absent."""
-        sn, sy, snn, sny, _ = self.sums
-        mean_n, mean_y = sn / self.count, sy / self.count
+        n, mean_n, mean_y = self.count, self.mean_n, self.mean_y
         if has_gamma and has_beta:
-            var_n = snn / self.count - mean_n ** 2
-            cov = sny / self.count - mean_n * mean_y
-            gamma = np.where(var_n > 1e-12, cov / np.maximum(var_n, 1e-12), 0.0)
+            gamma = np.where(self.cnn > 1e-12 * n, self.cny / np.maximum(self.cnn, 1e-300), 0.0)
             return gamma, mean_y - gamma * mean_n
         if has_gamma:
-            return np.where(snn > 0, sny / np.maximum(snn, 1e-300), 0.0), np.zeros_like(sn)
+            snn = self.cnn + n * mean_n ** 2
+            sny = self.cny + n * mean_n * mean_y
+            return np.where(snn > 0, sny / np.maximum(snn, 1e-300), 0.0), np.zeros_like(snn)
         if has_beta:
-            return np.ones_like(sn), mean_y - mean_n
-        return np.ones_like(sn), np.zeros_like(sn)
+            return np.ones_like(mean_n), mean_y - mean_n
+        return np.ones_like(mean_n), np.zeros_like(mean_n)
 
     def r2(self, gamma, beta):
         """1 − SSE/SST over all channels for the output γ·n + β."""
-        sn, sy, snn, sny, syy = self.sums
-        sse = (syy - 2 * gamma * sny - 2 * beta * sy + gamma ** 2 * snn
-               + 2 * gamma * beta * sn + beta ** 2 * self.count)
-        sst = syy - sy ** 2 / self.count
-        return float(1.0 - max(sse.sum(), 0.0) / max(sst.sum(), 1e-300))
+        residual_mean = self.mean_y - gamma * self.mean_n - beta
+        sse = (self.cyy - 2 * gamma * self.cny + gamma ** 2 * self.cnn
+               + self.count * residual_mean ** 2)
+        return float(1.0 - max(sse.sum(), 0.0) / max(self.cyy.sum(), 1e-300))
 
 
 def channel_rows(value, axis):
-    """A tensor as a float64 (positions, channels) array, channels from `axis`."""
-    array = np.asarray(ops.convert_to_numpy(value), dtype=np.float64)
-    return np.moveaxis(array, axis, -1).reshape(-1, array.shape[axis])
+    """A tensor as a float32 (positions, channels) backend tensor, channels from `axis`."""
+    value = ops.cast(value, "float32")
+    value = ops.moveaxis(value, axis, -1)
+    return ops.reshape(value, (-1, value.shape[-1]))
 
 
 def _variable_value(variable):
@@ -129,10 +150,11 @@ class _SiteCalibrator:
         return stats
 
     def _restat(self, site_plan, layer, new_inputs):
-        rows = [channel_rows(x, site_plan.site.axis) for x in new_inputs]
-        count = sum(len(r) for r in rows)
-        mean = sum(r.sum(0) for r in rows) / count
-        var = np.maximum(sum((r * r).sum(0) for r in rows) / count - mean ** 2, 0.0)
+        stats = AffineStats(site_plan.site.channels)
+        for x in new_inputs:
+            rows = channel_rows(x, site_plan.site.axis)
+            stats.add(rows, rows)
+        mean, var = stats.mean_n, stats.cnn / stats.count
         if site_plan.target.set_statistics(layer, mean, var, site_plan.site.epsilon):
             site_plan.notes.append("moving statistics re-estimated")
 
