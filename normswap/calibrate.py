@@ -109,13 +109,18 @@ class _SiteCalibrator:
             self._restat(site_plan, layer, new_inputs)
         if site_plan.exact:
             return
-        targets = [channel_rows(target.calibration_target(site_plan.site, site_plan.params,
-                                                          bn(x, training=False)), axis)
-                   for x in old_inputs]
+        outputs = [target.calibration_target(site_plan.site, site_plan.params,
+                                             bn(x, training=False)) for x in old_inputs]
+        targets = [channel_rows(y, axis) for y in outputs]
         gamma_var, beta_var, neutral = target.calibration_weights(layer)
         carried = (_variable_value(gamma_var), _variable_value(beta_var))
+        choices = target.calibration_choices(site_plan.site, site_plan.params)
+        if len(choices) > 1:  # a target that can rank its choices cheaply spares the re-runs
+            ranked = target.rank_choices(site_plan.site, layer, choices, new_inputs, outputs)
+            if ranked is not None:
+                choices = [choices[0]] + ([choices[ranked]] if ranked else [])
         best = None
-        for params in target.calibration_choices(site_plan.site, site_plan.params):
+        for params in choices:
             target.apply_params(layer, params)
             stats = self._response_stats(layer, gamma_var, beta_var, neutral, new_inputs,
                                          targets, axis)

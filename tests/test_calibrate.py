@@ -236,3 +236,23 @@ def test_shared_layers_are_not_calibrated_and_say_so():
     (site,) = result.report.sites
     assert site.fidelity is None and "2 call sites" in site.notes[-1]
     assert result.report.calibration["sites_calibrated"] == 0
+
+
+def test_group_counts_are_ranked_in_closed_form_as_by_running_the_layer():
+    from normswap.targets.groupnorm import group_fit_r2, sample_channel_sums
+
+    rng = np.random.default_rng(6)
+    x = rng.normal(1.0, 2.0, size=(24, 5, 5, 16)).astype("float32")
+    y = (np.tanh(x) * rng.uniform(0.5, 2, 16) + rng.normal(0, 0.1, x.shape)).astype("float32")
+    moments = sample_channel_sums([x[:12], x[12:]], [y[:12], y[12:]], axis=3)
+    for groups in (1, 2, 4, 8):
+        n = keras.layers.GroupNormalization(groups=groups, epsilon=1e-3, center=False,
+                                            scale=False)(x).numpy().reshape(-1, 16)
+        target = y.reshape(-1, 16)
+        sse = sst = 0.0
+        for c in range(16):
+            design = np.stack([n[:, c], np.ones(len(n))], axis=1)
+            coef, *_ = np.linalg.lstsq(design, target[:, c], rcond=None)
+            sse += np.sum((design @ coef - target[:, c]) ** 2)
+            sst += np.sum((target[:, c] - target[:, c].mean()) ** 2)
+        assert group_fit_r2(moments, groups, 1e-3) == pytest.approx(1 - sse / sst, abs=1e-4)

@@ -85,6 +85,12 @@ class Target:
         """Parameter sets calibration may choose between; the first is the planned one."""
         return [params]
 
+    def rank_choices(self, site, layer, choices, inputs, outputs):
+        """The index of the best of several `calibration_choices`, found without running the
+        layer once per choice, or None to let calibration try each (the default).
+        `inputs` / `outputs`: per batch, the new layer's inputs and what it should output."""
+        return None
+
     def apply_params(self, layer, params):
         """Make a built replacement use `params` (one of `calibration_choices`)."""
 
