@@ -109,7 +109,7 @@ def test_evonorm_reports_the_group_count_it_used():
     x = keras.layers.BatchNormalization(name="bn")(x)
     model = randomize_bn(keras.Model(inputs, x))
     site = normswap.convert(model, "evonorm", groups=16).report.sites[0]
-    assert site.params["groups"] == 12 and "used 12" in site.notes[0]
+    assert site.params["groups"] == 12 and any("used 12" in note for note in site.notes)
     assert normswap.convert(model, "evonorm").report.sites[0].params["groups"] == 1
 
 

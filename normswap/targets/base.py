@@ -103,6 +103,7 @@ class Target:
         return True
 
 
+ALL_STATISTICS = ["gamma", "beta", "moving_mean", "moving_variance", "epsilon"]
 POOLING_WARNING = ("warning: a global pooling reads this output; per-sample, per-channel "
                    "statistics remove the channel energy it measures")
 

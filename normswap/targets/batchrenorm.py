@@ -10,6 +10,7 @@ import numpy as np
 from normswap.layers import BatchRenormalization
 from normswap.targets import register
 from normswap.targets.base import (
+    ALL_STATISTICS,
     Replacement,
     Target,
     assign,
@@ -18,8 +19,6 @@ from normswap.targets.base import (
     keras_axis,
     like_bn,
 )
-
-ALL_STATISTICS = ["gamma", "beta", "moving_mean", "moving_variance", "epsilon"]
 
 
 @register

@@ -23,12 +23,10 @@ from normswap.targets.base import (
     Replacement,
     Target,
     built,
-    carry_affine,
     keras_axis,
     like_bn,
 )
-from normswap.targets.fold import folded_producer, why_not_foldable
-from normswap.targets.frn import ALL_STATISTICS
+from normswap.targets.fold import start_from_bn_output, why_not_foldable
 from normswap.targets.groupnorm import auto_groups
 
 
@@ -52,18 +50,12 @@ class EvoNorm(Target):
         layer = built(site, EvoNormS0(axis=keras_axis(site), groups=params["groups"],
                                       epsilon=site.epsilon, center=site.center,
                                       scale=site.scale, **like_bn(site)))
-        notes = []
+        layers, carried, notes = start_from_bn_output(site, layer, params["fold_affine"])
+        layers[site.layer] = layer
         if layer.groups_used != params["groups"]:
             notes.append(f"{params['groups']} groups do not divide {site.channels} channels: "
                          f"used {layer.groups_used}")
             params["groups"] = layer.groups_used
-        layers = {site.layer: layer}
-        if params["fold_affine"]:
-            layers[site.producer] = folded_producer(site)
-            carried = ALL_STATISTICS
-            notes.append(f"BN affine folded into '{site.producer.name}'")
-        else:
-            carried = carry_affine(site, layer)
         if params["absorbs_relu"]:
             layers[site.relu] = IDENTITY
             notes.append(f"replaces ReLU '{site.relu.name}' too")

@@ -10,7 +10,16 @@ import keras
 import numpy as np
 
 from normswap.targets import register
-from normswap.targets.base import IDENTITY, Replacement, Skip, Target, assign, bn_affine
+from normswap.targets.base import (
+    ALL_STATISTICS,
+    IDENTITY,
+    Replacement,
+    Skip,
+    Target,
+    assign,
+    bn_affine,
+    carry_affine,
+)
 
 _CONVS = (keras.layers.Conv1D, keras.layers.Conv2D, keras.layers.Conv3D)
 _TRANSPOSED = (keras.layers.Conv1DTranspose, keras.layers.Conv2DTranspose,
@@ -67,7 +76,7 @@ class Fold(Target):
         producer = site.producer
         return Replacement(
             layers={site.layer: IDENTITY, producer: folded_producer(site)},
-            carried=["gamma", "beta", "moving_mean", "moving_variance", "epsilon"],
+            carried=list(ALL_STATISTICS),
             notes=[f"folded into '{producer.name}'"
                    + ("" if producer.use_bias else " (bias added)")],
         )
@@ -92,3 +101,17 @@ def folded_producer(site):
     bias = producer.bias.numpy().astype(np.float64) if producer.use_bias else 0.0
     assign(folded.bias, bias * scale + offset)  # (b − μ)·s + β
     return folded
+
+
+def start_from_bn_output(site, new_layer, fold):
+    """The carry of layers that never subtract a mean (FRN, EvoNorm-S0).
+
+    Where `fold` (the site is foldable), the BN's whole inference affine goes into the
+    producer, so the new layer sees the BN's output itself, centred where the network expects
+    it, and keeps γ = 1, β = 0; elsewhere γ and β are copied. Returns (extra layers, carried,
+    notes).
+    """
+    if fold:
+        return ({site.producer: folded_producer(site)}, list(ALL_STATISTICS),
+                [f"BN affine folded into '{site.producer.name}'"])
+    return {}, carry_affine(site, new_layer), []

@@ -23,13 +23,10 @@ from normswap.targets.base import (
     Skip,
     Target,
     built,
-    carry_affine,
     keras_axis,
     like_bn,
 )
-from normswap.targets.fold import folded_producer, why_not_foldable
-
-ALL_STATISTICS = ["gamma", "beta", "moving_mean", "moving_variance", "epsilon"]
+from normswap.targets.fold import start_from_bn_output, why_not_foldable
 
 
 @register
@@ -62,13 +59,8 @@ class FRN(Target):
         layer = built(site, FilterResponseNormalization(
             axis=keras_axis(site), use_tlu=params["tlu"],
             learned_epsilon=params["learned_epsilon"], **like_bn(site)))
-        layers, notes = {site.layer: layer}, []
-        if params["fold_affine"]:
-            layers[site.producer] = folded_producer(site)
-            carried = ALL_STATISTICS
-            notes.append(f"BN affine folded into '{site.producer.name}'")
-        else:
-            carried = carry_affine(site, layer)
+        layers, carried, notes = start_from_bn_output(site, layer, params["fold_affine"])
+        layers[site.layer] = layer
         if params["tlu"]:
             layers[site.relu] = IDENTITY
             notes.append(f"TLU replaces ReLU '{site.relu.name}'")
