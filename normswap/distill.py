@@ -93,7 +93,7 @@ def distill(teacher, student, batches, steps, *, learning_rate=DEFAULT_LEARNING_
 
     losses_seen = _Losses()
     callbacks = [losses_seen] + ([_Progress(steps)] if progress else [])
-    trainer.fit(sample_batches(), steps_per_epoch=steps, epochs=1, verbose=0,
+    trainer.fit(sample_batches(), steps_per_epoch=steps, epochs=1, verbose=0, shuffle=False,
                 callbacks=callbacks)
     return {"steps": int(steps), "loss_kinds": kinds, "learning_rate": learning_rate,
             "batch_size": min(batch_size, count), "sites_matched": len(site_pairs),
