@@ -147,10 +147,10 @@ def convert_command(model, target, output, groups, only, skip, exact, ws, switch
             title = f"Plan: {loaded.name} → {plan.target.name} (dry run, nothing written)"
             stdout.print(site_table(plan.sites, title))
         return
-    from normswap.io import save_model
+    from normswap.io import check_output_path, save_model
 
     protected = (model,) if not model.startswith("keras:") else ()
-    _refuse_existing(output, force, protected)
+    check_output_path(output, force=force, protected=protected)
     labels = data.pop("labels")
     with _step("Converting and verifying", as_json or distill_steps):
         result = normswap.convert(loaded, target, only=only, skip=skip, exact=exact, ws=ws,
@@ -215,17 +215,6 @@ def _accuracy(original, converted, samples, labels):
     return {"samples": int(len(labels)),
             "original": float((old.argmax(1) == labels).mean()),
             "converted": float((new.argmax(1) == labels).mean())}
-
-
-def _refuse_existing(output, force, protected):
-    """Check the output path before the work, so a refusal costs nothing."""
-    import os
-
-    if any(os.path.exists(p) and os.path.exists(output) and os.path.samefile(p, output)
-           for p in protected):
-        raise UsageError(f"Refusing to write over the input file '{output}'.")
-    if os.path.exists(output) and not force:
-        raise UsageError(f"'{output}' exists; pass --force to overwrite it.")
 
 
 @cli.command("inspect")

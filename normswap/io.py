@@ -515,6 +515,27 @@ def save_model(model, path, *, force=False, protected=()):
     """
     if not isinstance(model, keras.Model):
         raise TypeError(f"save_model expects a keras.Model. Received: {type(model).__name__}")
+    path = check_output_path(path, force=force, protected=protected)
+    temporary = _temporary_path(path)
+    try:
+        if path.suffix.lower() in H5_SUFFIXES:
+            with _quiet_h5_legacy_warning():
+                model.save(temporary)
+        else:
+            model.save(temporary)
+        os.replace(temporary, path)
+    except BaseException as error:
+        _remove_quietly(temporary)
+        if not isinstance(error, Exception):
+            raise
+        raise NormswapError(
+            f"could not save the model to {path}: {_error_summary(error)}") from error
+    return path
+
+
+def check_output_path(path, *, force=False, protected=()):
+    """The path `save_model` would write (`.keras` added when it has no extension), or the
+    UsageError it would raise; callers check before long work so a refusal costs nothing."""
     path = Path(path)
     suffix = path.suffix.lower()
     if not suffix:
@@ -538,21 +559,6 @@ def save_model(model, path, *, force=False, protected=()):
         raise UsageError(f"{path} already exists; use --force (force=True) to overwrite it")
     if not os.access(directory, os.W_OK | os.X_OK):
         raise UsageError(f"{path}: the directory {directory} is not writable")
-
-    temporary = _temporary_path(path)
-    try:
-        if suffix in H5_SUFFIXES:
-            with _quiet_h5_legacy_warning():
-                model.save(temporary)
-        else:
-            model.save(temporary)
-        os.replace(temporary, path)
-    except BaseException as error:
-        _remove_quietly(temporary)
-        if not isinstance(error, Exception):
-            raise
-        raise NormswapError(
-            f"could not save the model to {path}: {_error_summary(error)}") from error
     return path
 
 
