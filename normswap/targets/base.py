@@ -94,6 +94,14 @@ class Target:
     def apply_params(self, layer, params):
         """Make a built replacement use `params` (one of `calibration_choices`)."""
 
+    def carry_statistics(self, site, layer):
+        """Copy the BN's γ, β and moving statistics into a batch-dependent replacement
+        (through `set_statistics`); returns the names carried."""
+        _, _, mean, variance = bn_numbers(site.layer)
+        carried = carry_affine(site, layer)
+        self.set_statistics(layer, mean, variance, site.epsilon)
+        return carried + ["moving_mean", "moving_variance", "epsilon"]
+
     def set_statistics(self, layer, mean, variance, epsilon):
         """Set the moving statistics of a batch-dependent replacement; True if it has any."""
         if not hasattr(layer, "moving_mean") or not hasattr(layer, "moving_variance"):

@@ -10,11 +10,9 @@ import numpy as np
 from normswap.layers import BatchRenormalization
 from normswap.targets import register
 from normswap.targets.base import (
-    ALL_STATISTICS,
     Replacement,
     Target,
     assign,
-    bn_numbers,
     built,
     keras_axis,
     like_bn,
@@ -46,12 +44,4 @@ class BatchRenorm(Target):
             axis=keras_axis(site), momentum=bn.momentum, epsilon=site.epsilon,
             center=site.center, scale=site.scale, warmup_steps=params["warmup_steps"],
             renorm_momentum=bn.momentum, **like_bn(site)))
-        gamma, beta, mean, var = bn_numbers(bn)
-        if site.scale:
-            assign(layer.gamma, gamma)
-        if site.center:
-            assign(layer.beta, beta)
-        self.set_statistics(layer, mean, var, site.epsilon)
-        carried = [n for n in ALL_STATISTICS
-                   if (n != "gamma" or site.scale) and (n != "beta" or site.center)]
-        return Replacement(layers={bn: layer}, carried=carried)
+        return Replacement(layers={bn: layer}, carried=self.carry_statistics(site, layer))

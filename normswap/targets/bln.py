@@ -13,7 +13,6 @@ from normswap.targets.base import (
     Replacement,
     Target,
     assign,
-    bn_numbers,
     built,
     keras_axis,
     like_bn,
@@ -32,12 +31,6 @@ class BLN(Target):
         layer = built(site, BatchLayerNormalization(
             axis=keras_axis(site), momentum=bn.momentum, epsilon=site.epsilon,
             center=site.center, scale=site.scale, **like_bn(site)))
-        gamma, beta, mean, var = bn_numbers(bn)
-        carried = []
-        for name, value, present in (("gamma", gamma, site.scale), ("beta", beta, site.center),
-                                     ("moving_mean", mean, True), ("moving_variance", var, True)):
-            if present:
-                assign(getattr(layer, name), value)
-                carried.append(name)
+        carried = self.carry_statistics(site, layer)
         assign(layer.moving_inverse_batch_size, 0.0)
-        return Replacement(layers={bn: layer}, carried=carried + ["epsilon"])
+        return Replacement(layers={bn: layer}, carried=carried)

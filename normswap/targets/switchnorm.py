@@ -22,7 +22,6 @@ from normswap.targets.base import (
     Replacement,
     Target,
     assign,
-    bn_numbers,
     built,
     keras_axis,
     like_bn,
@@ -66,16 +65,8 @@ class SwitchNorm(Target):
         layer = built(site, SwitchNormalization(
             axis=keras_axis(site), momentum=bn.momentum, epsilon=site.epsilon,
             center=site.center, scale=site.scale, **like_bn(site)))
-        gamma, beta, mean, var = bn_numbers(bn)
-        if site.scale:
-            assign(layer.gamma, gamma)
-        if site.center:
-            assign(layer.beta, beta)
-        assign(layer.moving_mean, mean)
-        assign(layer.moving_variance, var)
+        carried = self.carry_statistics(site, layer)
         logits = np.array([0.0, 0.0, BN_LOGIT_GAP[params["switch_init"]]])
         assign(layer.mean_weights, logits)
         assign(layer.variance_weights, logits)
-        carried = [n for n, present in (("gamma", site.scale), ("beta", site.center)) if present]
-        return Replacement(layers={bn: layer},
-                           carried=carried + ["moving_mean", "moving_variance", "epsilon"])
+        return Replacement(layers={bn: layer}, carried=carried)
