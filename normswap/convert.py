@@ -109,11 +109,12 @@ def convert(model, target, *, only=None, skip=None, exact=False, ws=False,
                                                    progress, dict(distill_options or {}))
     is_exact = (all(sp.exact for sp in the_plan.swapped) and not recalibrate_stats
                 and not distill_steps)
-    fidelity = verify_models(model, new_model, probe, exact=is_exact)
-    if not is_exact and (eval_batches or calibration_batches):
-        source = "eval" if eval_batches else "calibration"
-        fidelity = verify_models(model, new_model, eval_batches or calibration_batches,
-                                 exact=False, source=source)
+    samples = eval_batches or calibration_batches
+    if is_exact or not samples:
+        fidelity = verify_models(model, new_model, probe, exact=is_exact)
+    else:  # an inexact conversion is measured on real samples, not on the probe as well
+        fidelity = verify_models(model, new_model, samples, exact=False,
+                                 source="eval" if eval_batches else "calibration")
     report = Report(model=model.name, target=the_plan.target.name, sites=the_plan.sites,
                     params_before=model.count_params(), params_after=new_model.count_params(),
                     exact=is_exact, fidelity=fidelity, calibration=calibration)
