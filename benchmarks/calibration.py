@@ -168,7 +168,7 @@ class Subject:
 def load_resnet8(folder):
     import numpy as np
 
-    from normswap.io import load_model
+    from normswap.saving import load_model
 
     model = load_model(str(folder / RESNET8_FILE))
     with np.load(folder / CIFAR_FILE) as data:

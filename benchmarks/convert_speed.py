@@ -6,8 +6,8 @@
 
 Part 1, in process: a ResNet50 (weights=None) saved as .keras, then, interleaved,
   (a) baseline  keras.models.load_model(file) + model.save(out)
-  (b) normswap  normswap.io.load_model(file) + normswap.convert(model, "frozenbn")
-                (verification included) + normswap.io.save_model(new, out, force=True)
+  (b) normswap  normswap.saving.load_model(file) + normswap.convert(model, "frozenbn")
+                (verification included) + normswap.saving.save_model(new, out, force=True)
 with normswap's time split into load / graph walk / plan / replace / rebuild / verify /
 other / save. Goal: (b) ≤ 1.2 × (a).
 
@@ -128,7 +128,7 @@ def part1(args, workdir, console):
     import keras
 
     import normswap
-    from normswap import io as nio
+    from normswap import saving as nio
 
     size = args.input_size
     console.print(f"Building ResNet50(weights=None, input {size}×{size}×3) ...")
@@ -232,14 +232,14 @@ def report_part1(result, console):
     keras_load = _timing.median([p["load"] for p in result["keras_phases"]])
     keras_save = _timing.median([p["save"] for p in result["keras_phases"]])
     meaning = {
-        "load": f"normswap.io.load_model ({medians_ratio_text('load', keras_load)})",
+        "load": f"normswap.saving.load_model ({medians_ratio_text('load', keras_load)})",
         "graph walk": "graph.find_sites: networkx graph of the calls",
         "plan": "make_plan minus the walk: per-site decisions",
         "replace": "convert._apply: targets build the new layers",
         "rebuild": "rewrite.rebuild: replay graph, clone, copy weights",
         "verify": "verify.verify: both models on the probe batch",
         "other": "rest of convert(): report, parameter counts",
-        "save": f"normswap.io.save_model ({medians_ratio_text('save', keras_save)})",
+        "save": f"normswap.saving.save_model ({medians_ratio_text('save', keras_save)})",
     }
     total = sum(medians.values())
     for phase in PHASES:

@@ -16,7 +16,16 @@ import_keras_quietly()
 
 from normswap import layers
 from normswap.convert import Conversion, convert, plan, swap
-from normswap.errors import NormswapError, UsageError
+from normswap.errors import (
+                             InputFileError,
+                             NormswapError,
+                             NothingToConvertError,
+                             SaveError,
+                             UnsafeModelError,
+                             UnsupportedModelError,
+                             UsageError,
+                             VerificationError,
+)
 from normswap.graph import find_sites
 from normswap.layers import (
                              FRN,
@@ -31,11 +40,14 @@ from normswap.layers import (
                              WSConv3D,
                              WSDepthwiseConv2D,
 )
+from normswap.saving import load_model, save_model
 from normswap.targets import all_targets, get_target
 
 __all__ = [
     "FRN", "BatchLayerNormalization", "BatchRenormalization", "ChannelAffine", "Conversion",
-    "EvoNormS0", "FilterResponseNormalization", "NormswapError", "SwitchNormalization",
-    "UsageError", "WSConv1D", "WSConv2D", "WSConv3D", "WSDepthwiseConv2D", "all_targets",
-    "convert", "find_sites", "get_target", "layers", "plan", "swap",
+    "EvoNormS0", "FilterResponseNormalization", "InputFileError", "NormswapError",
+    "NothingToConvertError", "SaveError", "SwitchNormalization", "UnsafeModelError",
+    "UnsupportedModelError", "UsageError", "VerificationError", "WSConv1D", "WSConv2D",
+    "WSConv3D", "WSDepthwiseConv2D", "all_targets", "convert", "find_sites", "get_target",
+    "layers", "load_model", "plan", "save_model", "swap",
 ]

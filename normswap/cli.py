@@ -73,10 +73,10 @@ def cli():
 
 
 def _load(source, weights, custom_objects):
-    import normswap.io as io
+    from normswap import saving
 
-    objects = io.load_custom_objects(custom_objects) if custom_objects else None
-    return io.load_model(source, weights=weights, custom_objects=objects)
+    objects = saving.load_custom_objects(custom_objects) if custom_objects else None
+    return saving.load_model(source, weights=weights, custom_objects=objects)
 
 
 @cli.command("convert")
@@ -147,7 +147,7 @@ def convert_command(model, target, output, groups, only, skip, exact, ws, switch
             title = f"Plan: {loaded.name} → {plan.target.name} (dry run, nothing written)"
             stdout.print(site_table(plan.sites, title))
         return
-    from normswap.io import check_output_path, save_model
+    from normswap.saving import check_output_path, save_model
 
     protected = (model,) if not model.startswith("keras:") else ()
     check_output_path(output, force=force, protected=protected)

@@ -4,7 +4,7 @@ import dataclasses
 
 import keras
 
-from normswap.errors import NormswapError
+from normswap.errors import NothingToConvertError, UsageError
 from normswap.plan import make_plan
 from normswap.report import Report
 from normswap.rewrite import rebuild
@@ -27,7 +27,7 @@ class Conversion:
 def _as_model(model, custom_objects=None):
     if isinstance(model, keras.Model):
         return model
-    from normswap.io import load_model  # a path or keras:<Name>
+    from normswap.saving import load_model  # a path or keras:<Name>
     return load_model(model, custom_objects=custom_objects)
 
 
@@ -81,16 +81,18 @@ def convert(model, target, *, only=None, skip=None, exact=False, ws=False,
     model = _as_model(model)
     the_plan = make_plan(model, target, only=only, skip=skip, exact=exact, ws=ws, **options)
     if not the_plan.sites:
-        raise NormswapError(f"No BatchNormalization found in '{model.name}': nothing to convert.")
+        raise NothingToConvertError(
+            f"No BatchNormalization found in '{model.name}': nothing to convert.")
     if not the_plan.swapped:
-        raise NormswapError(f"None of the {len(the_plan.sites)} BatchNormalization sites of "
-                            f"'{model.name}' was selected or convertible: nothing to convert.")
+        raise NothingToConvertError(
+            f"None of the {len(the_plan.sites)} BatchNormalization sites of "
+            f"'{model.name}' was selected or convertible: nothing to convert.")
     calibration_batches = eval_batches = None
     if calibration_data is not None:
         calibration_batches = input_batches(model, calibration_data, samples=calibration_samples,
                                             what="calibration data")
     elif distill_steps or recalibrate_stats:
-        raise NormswapError("Distillation and statistics re-estimation need calibration_data.", 2)
+        raise UsageError("Distillation and statistics re-estimation need calibration_data.")
     if eval_data is not None:
         eval_batches = input_batches(model, eval_data, what="evaluation data")
     edits = {}

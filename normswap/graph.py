@@ -15,7 +15,7 @@ import dataclasses
 import keras
 import networkx as nx
 
-from normswap.errors import NormswapError
+from normswap.errors import UnsupportedModelError, UsageError
 
 RELU_NAMES = ("relu",)
 GLOBAL_POOLING = (keras.layers.GlobalAveragePooling1D, keras.layers.GlobalAveragePooling2D,
@@ -125,12 +125,10 @@ def _is_relu(layer):
 
 def _refuse_subclassed(model, path):
     name = "/".join(path) or model.name
-    raise NormswapError(
+    raise UnsupportedModelError(
         f"'{name}' is a subclassed model ({type(model).__name__}) whose layers are called "
         "from Python code, not a graph: normswap can rewrite Functional and Sequential "
-        "models only. Rebuild it with the functional API, or swap its layers in its code.",
-        exit_code=1,
-    )
+        "models only. Rebuild it with the functional API, or swap its layers in its code.")
 
 
 def build_graph(model):
@@ -143,7 +141,7 @@ def build_graph(model):
     if not is_graph_model(model):
         if isinstance(model, keras.Model):
             _refuse_subclassed(model, ())
-        raise NormswapError(f"Expected a Keras model, got {type(model).__name__}.", 2)
+        raise UsageError(f"Expected a Keras model, got {type(model).__name__}.")
     graph = nx.DiGraph()
     _add_model(graph, model, (model.name,), seen=set())
     return graph

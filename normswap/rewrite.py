@@ -13,7 +13,7 @@ import inspect
 import keras
 from keras import tree
 
-from normswap.errors import NormswapError
+from normswap.errors import UnsupportedModelError
 from normswap.graph import _functional_of, is_graph_model, model_nodes
 from normswap.targets import IDENTITY
 
@@ -38,7 +38,7 @@ class _Rebuilder:
         try:
             clone = layer.__class__.from_config(layer.get_config())
         except Exception as error:  # noqa: BLE001 - reported with the layer's name
-            raise NormswapError(
+            raise UnsupportedModelError(
                 f"Could not recreate layer '{layer.name}' ({type(layer).__name__}) from its "
                 f"config: {error}") from error
         self.copies.append((layer, clone))

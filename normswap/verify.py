@@ -9,7 +9,7 @@ import dataclasses
 import keras
 import numpy as np
 
-from normswap.errors import NormswapError
+from normswap.errors import UsageError, VerificationError
 
 EXACT_TOLERANCE = 1e-4
 PROBE_BATCH = 2
@@ -35,9 +35,9 @@ def as_model_input(model, batch):
     """A user batch as the model takes it: one array, or a list for several inputs."""
     arrays = list(batch) if isinstance(batch, (list, tuple)) else [batch]
     if len(arrays) != len(model.inputs):
-        raise NormswapError(
+        raise UsageError(
             f"The probe batch has {len(arrays)} array(s) but the model has "
-            f"{len(model.inputs)} input(s).", 2)
+            f"{len(model.inputs)} input(s).")
     structure = getattr(getattr(model, "_functional", model), "_inputs_struct", None)
     if structure is not None:
         return keras.tree.pack_sequence_as(structure, arrays)
@@ -117,7 +117,7 @@ def verify(old_model, new_model, batch=None, *, exact, source=None):
     batch = probe_batch(old_model) if batch is None else batch
     fidelity = compare(outputs_of(old_model, batch), outputs_of(new_model, batch), source)
     if exact and not fidelity.relative <= EXACT_TOLERANCE:
-        raise NormswapError(
+        raise VerificationError(
             "Verification failed: the converted model should reproduce the original at "
             f"inference but its outputs differ by up to {fidelity.max_abs:.3g} "
             f"({fidelity.relative:.2e} of the output scale, tolerance {EXACT_TOLERANCE:g}). "

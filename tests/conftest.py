@@ -23,9 +23,9 @@ def realmodels():
 
 @pytest.fixture(scope="session")
 def real_model(realmodels):
-    """`real_model(file_name)`: that real model loaded with normswap.io.load_model, once per
+    """`real_model(file_name)`: that real model loaded with normswap.saving.load_model, once per
     session (loading is slow on JAX). Tests must not modify the returned model."""
-    from normswap.io import load_model
+    from normswap.saving import load_model
 
     cache = {}
 

@@ -1,4 +1,5 @@
-"""normswap.io: loading (files, keras: names, live models), errors, atomic saving, inspection."""
+"""normswap.saving: loading (files, keras: names, live models), errors, atomic saving,
+inspection."""
 
 import hashlib
 import logging
@@ -13,7 +14,7 @@ import keras
 import numpy as np
 import pytest
 
-from normswap import io as nsio
+from normswap import saving as nsio
 from normswap.errors import NormswapError, UsageError
 
 RESNET8 = "mlperftiny_ic01_resnet8_cifar10.h5"

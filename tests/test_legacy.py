@@ -1,4 +1,5 @@
-"""normswap.legacy: fixers for Keras 2 configs that Keras 3 rejects, and the loader using them."""
+"""normswap.saving.legacy: fixers for Keras 2 configs that Keras 3 rejects, and the loader
+using them."""
 
 import copy
 import hashlib
@@ -11,9 +12,9 @@ import keras
 import numpy as np
 import pytest
 
-from normswap import io as nsio
-from normswap import legacy
+from normswap import saving as nsio
 from normswap.errors import UsageError
+from normswap.saving import legacy
 
 MOBILENET = "mlperftiny_vww01_mobilenetv1_025_96.h5"
 

@@ -4,7 +4,7 @@ A legacy `.h5` file stores its architecture as JSON (`attrs["model_config"]`). A
 keyword arguments that Keras 2 recorded with a neutral value no longer exist in Keras 3, and
 Keras 3 rejects the whole file because of them. Each known case is one small function
 registered with `@legacy_fix`, together with the Keras error it cures; the loader
-(`normswap.io`) applies the fixers whose error matches, to a copy of the config, and rebuilds
+(`loading.py`) applies the fixers whose error matches, to a copy of the config, and rebuilds
 the model with the file's own weights. A fixer only removes an argument when its value is
 the neutral one, so the rebuilt layers compute exactly what the original ones did; any other
 value is left in place and the load fails with Keras's own message.
