@@ -8,6 +8,7 @@ from normswap.layers.batch_layer_normalization import BatchLayerNormalization
 from normswap.layers.batch_renormalization import BatchRenormalization
 from normswap.layers.channel_affine import ChannelAffine
 from normswap.layers.evonorm import EvoNormS0
+from normswap.layers.evonorm_b0 import EvoNormB0
 from normswap.layers.filter_response_normalization import FRN, FilterResponseNormalization
 from normswap.layers.switch_normalization import SwitchNormalization
 from normswap.layers.weight_standardization import (
@@ -15,6 +16,7 @@ from normswap.layers.weight_standardization import (
     WSConv2D,
     WSConv3D,
     WSDepthwiseConv2D,
+    kernel_fan_in,
     standardize_kernel,
 )
 
@@ -23,6 +25,7 @@ __all__ = [
     "BatchLayerNormalization",
     "BatchRenormalization",
     "ChannelAffine",
+    "EvoNormB0",
     "EvoNormS0",
     "FilterResponseNormalization",
     "SwitchNormalization",
@@ -30,5 +33,6 @@ __all__ = [
     "WSConv2D",
     "WSConv3D",
     "WSDepthwiseConv2D",
+    "kernel_fan_in",
     "standardize_kernel",
 ]

@@ -57,8 +57,16 @@ def channel_count(input_shape, axis, layer_name):
 
 
 def spatial_axes(axis, rank):
-    """Axes other than the batch and the channel axis (empty for rank 2)."""
+    """Axes other than the batch and the channel axis (empty for rank 2).
+
+    `axis` must be non-negative (resolve it with `channel_axis` first).
+    """
     return tuple(a for a in range(1, rank) if a != axis)
+
+
+def batch_axes(axis, rank):
+    """The batch axis and the spatial axes: what a per-channel batch statistic reduces."""
+    return (0,) + spatial_axes(axis, rank)
 
 
 def broadcast_shape(axis, rank, channels):

@@ -1,7 +1,7 @@
 """Statistics over the batch, shared by the layers whose normalization spans the batch.
 
-SwitchNormalization (its BN branch), BatchRenormalization and BatchLayerNormalization all
-need per-channel means and variances over the batch, the Keras moving-average update
+SwitchNormalization (its BN branch), BatchRenormalization, BatchLayerNormalization and
+EvoNormB0 all need per-channel statistics over the batch, the Keras moving-average update
 `m ← m·momentum + batch·(1 − momentum)`, and, with `synchronized=True`, statistics of the
 *global* batch under a `tf.distribute` strategy.
 
@@ -10,8 +10,9 @@ it: the variance is never negative and does not suffer the cancellation of E[x²
 Synchronized moments all-reduce the sums and counts of each pass (Σx and n, then
 Σ(x − μ)² and n), so every replica sees the statistics of the whole global batch.
 
-`BatchStatisticsLayer` holds what the three layers share: the Keras-BN-style arguments
-and their validation, γ/β/moving_mean/moving_variance, the affine step and get_config.
+`BatchStatisticsLayer` holds what those layers share: the Keras-BN-style arguments and
+their validation, γ/β, the moving statistics (by default a moving mean and variance), the
+affine step and get_config.
 
 The all-reduce is the only backend-specific code of the bundled layers. It lives in
 `_all_reduce_sum`, which imports TensorFlow lazily and only runs when a layer was built
@@ -24,49 +25,16 @@ from keras import ops
 from normswap.layers._axes import (
     channel_axis,
     channel_count,
-    check_axis,
     compute_dtype_for_statistics,
     per_channel,
 )
-
-
-def check_synchronized(synchronized, layer_name):
-    """Refuse `synchronized=True` where it cannot work (any backend but TensorFlow)."""
-    if synchronized not in (True, False):
-        raise ValueError(
-            f"{layer_name}: `synchronized` must be True or False. "
-            f"Received: synchronized={synchronized!r}"
-        )
-    if synchronized and keras.backend.backend() != "tensorflow":
-        raise ValueError(
-            f"{layer_name}: synchronized=True (batch statistics all-reduced across the "
-            "replicas of a tf.distribute strategy) is only supported with the TensorFlow "
-            f"backend; the current backend is {keras.backend.backend()!r}. Use "
-            "synchronized=False, or set KERAS_BACKEND=tensorflow."
-        )
-    return bool(synchronized)
-
-
-def check_momentum(momentum, layer_name, name="momentum"):
-    """A moving-average momentum must lie in [0, 1]."""
-    momentum = float(momentum)
-    if not 0.0 <= momentum <= 1.0:
-        raise ValueError(
-            f"{layer_name}: `{name}` must be between 0 and 1 (the weight kept by the "
-            f"moving average at each step, e.g. 0.99). Received: {name}={momentum}"
-        )
-    return momentum
-
-
-def check_epsilon(epsilon, layer_name):
-    """ε must be positive (it keeps 1/√(variance + ε) finite)."""
-    epsilon = float(epsilon)
-    if not epsilon > 0.0:
-        raise ValueError(
-            f"{layer_name}: `epsilon` must be a positive float (e.g. 1e-3). "
-            f"Received: epsilon={epsilon}"
-        )
-    return epsilon
+from normswap.layers._channel_layer import ChannelLayer
+from normswap.layers._checks import (
+    check_epsilon,
+    check_momentum,
+    check_synchronized,
+)
+from normswap.layers._weights import add_configured_weight
 
 
 def _all_reduce_sum(*tensors):
@@ -125,54 +93,32 @@ def update_moving_average(variable, value, momentum):
     variable.assign(variable * momentum + value * (1.0 - momentum))
 
 
-class BatchStatisticsLayer(keras.layers.Layer):
-    """What the three batch-spanning layers share: arguments, γ/β, moving mean/variance.
 
-    Not a layer to use on its own. Subclasses implement `call` and may create more
-    weights in `build_statistics(channels)`. The conventions are Keras BatchNormalization's:
-    `training=True` on a layer with `trainable=False` still runs in inference mode (the
-    frozen-backbone convention), weights stay float32 under mixed precision
-    (`self.autocast = False`) and statistics are computed in float32. A mask passes
-    through to the next layer unchanged, but masked positions still count in the
-    statistics (Keras BN excludes them).
+
+class BatchStatisticsLayer(ChannelLayer):
+    """What the batch-spanning layers share: arguments, γ/β, moving statistics, config.
+
+    Not a layer to use on its own. Subclasses implement `call`, pass the
+    `<weight>_initializer/regularizer/constraint` arguments they take as
+    `weight_options` (γ's and β's included, see `ChannelLayer`), and create their moving
+    statistics in `build_statistics(channels)` (by default `moving_mean` and
+    `moving_variance`, from `moving_mean_initializer` and `moving_variance_initializer`).
+    The conventions are Keras BatchNormalization's: `training=True` on a layer with
+    `trainable=False` still runs in inference mode (the frozen-backbone convention),
+    weights stay float32 under mixed precision and statistics are computed in float32.
+    A mask passes through to the next layer unchanged, but masked positions still count
+    in the statistics (Keras BN excludes them).
     """
 
-    def __init__(
-        self,
-        axis=-1,
-        momentum=0.99,
-        epsilon=1e-3,
-        center=True,
-        scale=True,
-        beta_initializer="zeros",
-        gamma_initializer="ones",
-        moving_mean_initializer="zeros",
-        moving_variance_initializer="ones",
-        beta_regularizer=None,
-        gamma_regularizer=None,
-        beta_constraint=None,
-        gamma_constraint=None,
-        synchronized=False,
-        **kwargs,
-    ):
-        super().__init__(**kwargs)
+    def __init__(self, axis=-1, momentum=0.99, epsilon=1e-3, center=True, scale=True,
+                 synchronized=False, weight_options=None, **kwargs):
+        super().__init__(axis=axis, weight_options=weight_options, **kwargs)
         name = type(self).__name__
-        self.axis = check_axis(axis, name)
         self.momentum = check_momentum(momentum, name)
         self.epsilon = check_epsilon(epsilon, name)
         self.center = bool(center)
         self.scale = bool(scale)
-        self.beta_initializer = keras.initializers.get(beta_initializer)
-        self.gamma_initializer = keras.initializers.get(gamma_initializer)
-        self.moving_mean_initializer = keras.initializers.get(moving_mean_initializer)
-        self.moving_variance_initializer = keras.initializers.get(moving_variance_initializer)
-        self.beta_regularizer = keras.regularizers.get(beta_regularizer)
-        self.gamma_regularizer = keras.regularizers.get(gamma_regularizer)
-        self.beta_constraint = keras.constraints.get(beta_constraint)
-        self.gamma_constraint = keras.constraints.get(gamma_constraint)
         self.synchronized = check_synchronized(synchronized, name)
-        self.supports_masking = True
-        self.autocast = False
         self.gamma = None
         self.beta = None
 
@@ -180,31 +126,22 @@ class BatchStatisticsLayer(keras.layers.Layer):
         channels = channel_count(input_shape, self.axis, type(self).__name__)
         self.input_spec = keras.layers.InputSpec(
             ndim=len(input_shape), axes={self.axis: channels})
-        shape = (channels,)
         if self.scale:
-            self.gamma = self.add_weight(
-                name="gamma", shape=shape, initializer=self.gamma_initializer,
-                regularizer=self.gamma_regularizer, constraint=self.gamma_constraint,
-                trainable=True, autocast=False,
-            )
+            self.gamma = add_configured_weight(self, "gamma", (channels,))
         if self.center:
-            self.beta = self.add_weight(
-                name="beta", shape=shape, initializer=self.beta_initializer,
-                regularizer=self.beta_regularizer, constraint=self.beta_constraint,
-                trainable=True, autocast=False,
-            )
-        self.moving_mean = self.add_weight(
-            name="moving_mean", shape=shape, initializer=self.moving_mean_initializer,
-            trainable=False, autocast=False,
-        )
-        self.moving_variance = self.add_weight(
-            name="moving_variance", shape=shape,
-            initializer=self.moving_variance_initializer, trainable=False, autocast=False,
-        )
+            self.beta = add_configured_weight(self, "beta", (channels,))
         self.build_statistics(channels)
 
     def build_statistics(self, channels):
-        """Hook for subclasses: create further weights (after the four above)."""
+        """Create the weights after γ and β: by default `moving_mean`, `moving_variance`."""
+        self.moving_mean = add_configured_weight(
+            self, "moving_mean", (channels,), trainable=False)
+        self.moving_variance = add_configured_weight(
+            self, "moving_variance", (channels,), trainable=False)
+
+    def _training(self, training):
+        """Whether this call trains: `training` is true and the layer is trainable."""
+        return bool(training and self.trainable)
 
     def _prepare(self, inputs):
         """(float32-or-wider inputs, channel axis, rank) for the statistics."""
@@ -225,27 +162,13 @@ class BatchStatisticsLayer(keras.layers.Layer):
             normalized = normalized + self._vector(self.beta, axis, rank, normalized.dtype)
         return normalized
 
-    def compute_output_shape(self, input_shape):
-        return input_shape
-
     def get_config(self):
         config = super().get_config()
         config.update({
-            "axis": self.axis,
             "momentum": self.momentum,
             "epsilon": self.epsilon,
             "center": self.center,
             "scale": self.scale,
-            "beta_initializer": keras.initializers.serialize(self.beta_initializer),
-            "gamma_initializer": keras.initializers.serialize(self.gamma_initializer),
-            "moving_mean_initializer": keras.initializers.serialize(
-                self.moving_mean_initializer),
-            "moving_variance_initializer": keras.initializers.serialize(
-                self.moving_variance_initializer),
-            "beta_regularizer": keras.regularizers.serialize(self.beta_regularizer),
-            "gamma_regularizer": keras.regularizers.serialize(self.gamma_regularizer),
-            "beta_constraint": keras.constraints.serialize(self.beta_constraint),
-            "gamma_constraint": keras.constraints.serialize(self.gamma_constraint),
             "synchronized": self.synchronized,
         })
         return config

@@ -1,13 +1,21 @@
 """A per-channel affine map: what a BatchNormalization computes at inference."""
 
 import keras
-from keras import initializers, ops
+from keras import ops
 
-from normswap.layers._axes import channel_axis, compute_dtype_for_statistics, per_channel
+from normswap.layers._axes import (
+    channel_axis,
+    channel_count,
+    compute_dtype_for_statistics,
+    per_channel,
+)
+from normswap.layers._channel_layer import ChannelLayer
+from normswap.layers._checks import check_flag
+from normswap.layers._weights import add_configured_weight
 
 
 @keras.saving.register_keras_serializable(package="normswap")
-class ChannelAffine(keras.layers.Layer):
+class ChannelAffine(ChannelLayer):
     """y = x · scale + offset, one `scale` and one `offset` per channel along `axis`.
 
     A BatchNormalization at inference is exactly this map with
@@ -26,29 +34,18 @@ class ChannelAffine(keras.layers.Layer):
 
     def __init__(self, axis=-1, use_offset=True, scale_initializer="ones",
                  offset_initializer="zeros", **kwargs):
-        super().__init__(**kwargs)
-        self.axis = axis
-        self.use_offset = use_offset
-        self.scale_initializer = initializers.get(scale_initializer)
-        self.offset_initializer = initializers.get(offset_initializer)
-        self.supports_masking = True
-        self.autocast = False
+        super().__init__(
+            axis=axis,
+            weight_options=dict(scale_initializer=scale_initializer,
+                                offset_initializer=offset_initializer),
+            **kwargs,
+        )
+        self.use_offset = check_flag(use_offset, "ChannelAffine", "use_offset")
 
     def build(self, input_shape):
-        axis = channel_axis(self.axis, len(input_shape))
-        channels = input_shape[axis]
-        if channels is None:
-            raise ValueError(f"The channel axis {self.axis} of input {input_shape} must be known.")
-        self.scale = self.add_weight(
-            name="scale", shape=(channels,), initializer=self.scale_initializer,
-            autocast=False,
-        )
-        self.offset = None
-        if self.use_offset:
-            self.offset = self.add_weight(
-                name="offset", shape=(channels,), initializer=self.offset_initializer,
-                autocast=False,
-            )
+        shape = (channel_count(input_shape, self.axis, "ChannelAffine"),)
+        self.scale = add_configured_weight(self, "scale", shape)
+        self.offset = add_configured_weight(self, "offset", shape) if self.use_offset else None
 
     def call(self, inputs, mask=None):
         rank = len(inputs.shape)
@@ -60,15 +57,7 @@ class ChannelAffine(keras.layers.Layer):
             y = y + per_channel(ops.cast(self.offset, dtype), axis, rank)
         return ops.cast(y, inputs.dtype)
 
-    def compute_output_shape(self, input_shape):
-        return input_shape
-
     def get_config(self):
         config = super().get_config()
-        config.update({
-            "axis": self.axis,
-            "use_offset": self.use_offset,
-            "scale_initializer": initializers.serialize(self.scale_initializer),
-            "offset_initializer": initializers.serialize(self.offset_initializer),
-        })
+        config["use_offset"] = self.use_offset
         return config

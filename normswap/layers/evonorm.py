@@ -1,41 +1,20 @@
 """EvoNorm-S0: a batch-independent normalization-activation layer found by search."""
 
-import numbers
-
 import keras
-from keras import constraints, initializers, ops, regularizers
+from keras import ops
 
 from normswap.layers._axes import (
     channel_axis,
     channel_count,
-    check_axis,
     compute_dtype_for_statistics,
     per_channel,
     per_sample_channel_shape,
     spatial_axes,
 )
-
-
-def groups_for(channels, groups, rank):
-    """The group count EvoNormS0 uses for `channels` channels when asked for `groups`.
-
-    The largest divisor of `channels` that is ≤ `groups` (so 32 groups over 24 channels
-    become 24, over 72 channels 24, over 144 channels 24). On a rank-2 input the
-    statistics run over the channels of a group only, so a group of a single channel
-    has variance 0 and would divide by √ε: there the group size is kept ≥ 2, i.e. the
-    count is the largest divisor ≤ min(groups, channels // 2). Raises ValueError
-    when no valid count exists (a rank-2 input with a single channel).
-    """
-    limit = groups if rank > 2 else min(groups, channels // 2)
-    for g in range(min(limit, channels), 0, -1):
-        if channels % g == 0:
-            return g
-    raise ValueError(
-        f"EvoNormS0 cannot group {channels} channel(s) of a rank-{rank} input: "
-        "each group's statistics would be a single number, whose variance is 0. "
-        "Use a target without group statistics (e.g. 'frn' or 'frozenbn') for "
-        "this layer."
-    )
+from normswap.layers._channel_layer import ChannelLayer
+from normswap.layers._checks import check_count, check_epsilon
+from normswap.layers._groups import groups_for
+from normswap.layers._weights import add_configured_weight
 
 
 def group_variance(x, groups, axis=-1):
@@ -83,27 +62,8 @@ def group_variance(x, groups, axis=-1):
     return between if within is None else within + between
 
 
-def group_std(x, groups, axis=-1, epsilon=1e-5):
-    """√(var + ε) per sample and group, broadcast back to the shape of `x`.
-
-    The variance runs over the spatial axes and the C/`groups` consecutive channels of
-    each group (channel axis `axis`); it is biased (divides by the count) and is
-    computed in float32 for float16/bfloat16 inputs (see `group_variance`). `groups`
-    must divide C. EvoNormS0 itself does not materialise this full-size tensor: it
-    applies γ/√(var + ε) as one per-(sample, channel) factor.
-    """
-    rank = len(x.shape)
-    axis = channel_axis(axis, rank)
-    channels = x.shape[axis]
-    variance = group_variance(x, groups, axis)
-    std = ops.sqrt(variance + ops.cast(epsilon, variance.dtype))
-    std = ops.repeat(std, channels // groups, axis=2)  # (N, groups, C/groups)
-    std = ops.reshape(std, per_sample_channel_shape(axis, rank, channels))
-    return ops.broadcast_to(std, ops.shape(x))
-
-
 @keras.saving.register_keras_serializable(package="normswap")
-class EvoNormS0(keras.layers.Layer):
+class EvoNormS0(ChannelLayer):
     """EvoNorm-S0: y = x · sigmoid(v · x) / group_std(x) · γ + β.
 
     Per sample, `group_std(x)` = √(var(x) + ε), the (biased) variance taken over the
@@ -113,7 +73,8 @@ class EvoNormS0(keras.layers.Layer):
     x · sigmoid(v · x) is a Swish, so the layer is a normalization and an activation in
     one: where it replaces a BatchNormalization followed by a ReLU, it replaces both.
     There are no moving statistics and no batch dependence: training and inference
-    compute the same function.
+    compute the same function. (EvoNormB0, `normswap.layers.EvoNormB0`, is the
+    batch-statistics sibling from the same paper.)
 
     The group count actually used, `groups_used` (set in `build`), is the largest
     divisor of the channel count C that is ≤ `groups`: 32 groups cannot split 24, 72 or
@@ -162,59 +123,37 @@ class EvoNormS0(keras.layers.Layer):
         v_constraint=None,
         **kwargs,
     ):
-        super().__init__(**kwargs)
-        self.axis = check_axis(axis, "EvoNormS0")
-        if (not isinstance(groups, numbers.Integral) or isinstance(groups, bool)
-                or groups < 1):
-            raise ValueError(
-                f"groups must be a positive integer. Received: groups={groups!r}"
-            )
-        if not isinstance(epsilon, numbers.Real) or not epsilon > 0:
-            raise ValueError(
-                f"epsilon must be a positive number. Received: epsilon={epsilon!r}"
-            )
-        self.groups = int(groups)
+        super().__init__(
+            axis=axis,
+            weight_options=dict(
+                beta_initializer=beta_initializer, gamma_initializer=gamma_initializer,
+                v_initializer=v_initializer,
+                beta_regularizer=beta_regularizer, gamma_regularizer=gamma_regularizer,
+                v_regularizer=v_regularizer,
+                beta_constraint=beta_constraint, gamma_constraint=gamma_constraint,
+                v_constraint=v_constraint,
+            ),
+            **kwargs,
+        )
+        self.groups = check_count(groups, "EvoNormS0", "groups", minimum=1)
         self.groups_used = None
-        self.epsilon = float(epsilon)
+        self.epsilon = check_epsilon(epsilon, "EvoNormS0")
         self.center = bool(center)
         self.scale = bool(scale)
-        self.beta_initializer = initializers.get(beta_initializer)
-        self.gamma_initializer = initializers.get(gamma_initializer)
-        self.v_initializer = initializers.get(v_initializer)
-        self.beta_regularizer = regularizers.get(beta_regularizer)
-        self.gamma_regularizer = regularizers.get(gamma_regularizer)
-        self.v_regularizer = regularizers.get(v_regularizer)
-        self.beta_constraint = constraints.get(beta_constraint)
-        self.gamma_constraint = constraints.get(gamma_constraint)
-        self.v_constraint = constraints.get(v_constraint)
-        self.supports_masking = True
-        self.autocast = False
 
     def build(self, input_shape):
         channels = channel_count(input_shape, self.axis, "EvoNormS0")
-        self.groups_used = groups_for(channels, self.groups, len(input_shape))
+        try:
+            self.groups_used = groups_for(channels, self.groups, len(input_shape))
+        except ValueError as error:
+            raise ValueError(f"EvoNormS0 '{self.name}': {error}") from None
         self.input_spec = keras.layers.InputSpec(
             min_ndim=2, axes={self.axis: channels}
         )
-        self.gamma = None
-        if self.scale:
-            self.gamma = self.add_weight(
-                name="gamma", shape=(channels,), initializer=self.gamma_initializer,
-                regularizer=self.gamma_regularizer, constraint=self.gamma_constraint,
-                autocast=False,
-            )
-        self.beta = None
-        if self.center:
-            self.beta = self.add_weight(
-                name="beta", shape=(channels,), initializer=self.beta_initializer,
-                regularizer=self.beta_regularizer, constraint=self.beta_constraint,
-                autocast=False,
-            )
-        self.v = self.add_weight(
-            name="v", shape=(channels,), initializer=self.v_initializer,
-            regularizer=self.v_regularizer, constraint=self.v_constraint,
-            autocast=False,
-        )
+        shape = (channels,)
+        self.gamma = add_configured_weight(self, "gamma", shape) if self.scale else None
+        self.beta = add_configured_weight(self, "beta", shape) if self.center else None
+        self.v = add_configured_weight(self, "v", shape)
 
     def call(self, inputs, training=None, mask=None):
         rank = len(inputs.shape)
@@ -239,25 +178,12 @@ class EvoNormS0(keras.layers.Layer):
             y = y + per_channel(ops.cast(self.beta, dtype), axis, rank)
         return ops.cast(y, self.compute_dtype)
 
-    def compute_output_shape(self, input_shape):
-        return input_shape
-
     def get_config(self):
         config = super().get_config()
         config.update({
-            "axis": self.axis,
             "groups": self.groups,
             "epsilon": self.epsilon,
             "center": self.center,
             "scale": self.scale,
-            "beta_initializer": initializers.serialize(self.beta_initializer),
-            "gamma_initializer": initializers.serialize(self.gamma_initializer),
-            "v_initializer": initializers.serialize(self.v_initializer),
-            "beta_regularizer": regularizers.serialize(self.beta_regularizer),
-            "gamma_regularizer": regularizers.serialize(self.gamma_regularizer),
-            "v_regularizer": regularizers.serialize(self.v_regularizer),
-            "beta_constraint": constraints.serialize(self.beta_constraint),
-            "gamma_constraint": constraints.serialize(self.gamma_constraint),
-            "v_constraint": constraints.serialize(self.v_constraint),
         })
         return config

@@ -1,18 +1,18 @@
 """Filter Response Normalization with a Thresholded Linear Unit (FRN + TLU)."""
 
-import numbers
-
 import keras
-from keras import constraints, initializers, ops, regularizers
+from keras import initializers, ops
 
 from normswap.layers._axes import (
     channel_axis,
     channel_count,
-    check_axis,
     compute_dtype_for_statistics,
     per_channel,
     spatial_axes,
 )
+from normswap.layers._channel_layer import ChannelLayer
+from normswap.layers._checks import check_epsilon
+from normswap.layers._weights import add_configured_weight
 
 #: The paper's initial value of the learned part ε_l of the epsilon.
 LEARNED_EPSILON_INIT = 1e-4
@@ -36,7 +36,7 @@ def inv_instance_rms(x, axis=-1, epsilon=1e-6):
 
 
 @keras.saving.register_keras_serializable(package="normswap")
-class FilterResponseNormalization(keras.layers.Layer):
+class FilterResponseNormalization(ChannelLayer):
     """Filter Response Normalization, optionally followed by a Thresholded Linear Unit.
 
     Per sample n and channel c, with the spatial axes being every axis except the batch
@@ -106,55 +106,34 @@ class FilterResponseNormalization(keras.layers.Layer):
         tau_constraint=None,
         **kwargs,
     ):
-        super().__init__(**kwargs)
-        self.axis = check_axis(axis, "FilterResponseNormalization")
-        if not isinstance(epsilon, numbers.Real) or epsilon < 0:
-            raise ValueError(
-                f"epsilon must be a non-negative number. Received: epsilon={epsilon!r}"
-            )
-        if epsilon == 0 and not learned_epsilon:
-            raise ValueError(
-                "epsilon=0 without learned_epsilon divides by zero on an all-zero "
-                "channel; use a positive epsilon (the paper's is 1e-6) or "
-                "learned_epsilon=True. Received: epsilon=0"
-            )
-        self.epsilon = float(epsilon)
+        super().__init__(
+            axis=axis,
+            weight_options=dict(
+                beta_initializer=beta_initializer, gamma_initializer=gamma_initializer,
+                tau_initializer=tau_initializer,
+                beta_regularizer=beta_regularizer, gamma_regularizer=gamma_regularizer,
+                tau_regularizer=tau_regularizer,
+                beta_constraint=beta_constraint, gamma_constraint=gamma_constraint,
+                tau_constraint=tau_constraint,
+            ),
+            **kwargs,
+        )
+        self.epsilon = check_epsilon(
+            epsilon, "FilterResponseNormalization", allow_zero=bool(learned_epsilon),
+            hint=(" 0 is allowed with learned_epsilon=True (ε = |ε_l| then); the paper's "
+                  "fixed ε is 1e-6."))
         self.learned_epsilon = bool(learned_epsilon)
         self.use_tlu = bool(use_tlu)
-        self.beta_initializer = initializers.get(beta_initializer)
-        self.gamma_initializer = initializers.get(gamma_initializer)
-        self.tau_initializer = initializers.get(tau_initializer)
-        self.beta_regularizer = regularizers.get(beta_regularizer)
-        self.gamma_regularizer = regularizers.get(gamma_regularizer)
-        self.tau_regularizer = regularizers.get(tau_regularizer)
-        self.beta_constraint = constraints.get(beta_constraint)
-        self.gamma_constraint = constraints.get(gamma_constraint)
-        self.tau_constraint = constraints.get(tau_constraint)
-        self.supports_masking = True
-        self.autocast = False
 
     def build(self, input_shape):
         channels = channel_count(input_shape, self.axis, "FilterResponseNormalization")
         self.input_spec = keras.layers.InputSpec(
             min_ndim=2, axes={self.axis: channels}
         )
-        self.gamma = self.add_weight(
-            name="gamma", shape=(channels,), initializer=self.gamma_initializer,
-            regularizer=self.gamma_regularizer, constraint=self.gamma_constraint,
-            autocast=False,
-        )
-        self.beta = self.add_weight(
-            name="beta", shape=(channels,), initializer=self.beta_initializer,
-            regularizer=self.beta_regularizer, constraint=self.beta_constraint,
-            autocast=False,
-        )
-        self.tau = None
-        if self.use_tlu:
-            self.tau = self.add_weight(
-                name="tau", shape=(channels,), initializer=self.tau_initializer,
-                regularizer=self.tau_regularizer, constraint=self.tau_constraint,
-                autocast=False,
-            )
+        shape = (channels,)
+        self.gamma = add_configured_weight(self, "gamma", shape)
+        self.beta = add_configured_weight(self, "beta", shape)
+        self.tau = add_configured_weight(self, "tau", shape) if self.use_tlu else None
         self.epsilon_l = None
         if self.learned_epsilon:
             self.epsilon_l = self.add_weight(
@@ -184,25 +163,12 @@ class FilterResponseNormalization(keras.layers.Layer):
             z = ops.maximum(z, per_channel(ops.cast(self.tau, dtype), axis, rank))
         return ops.cast(z, self.compute_dtype)
 
-    def compute_output_shape(self, input_shape):
-        return input_shape
-
     def get_config(self):
         config = super().get_config()
         config.update({
-            "axis": self.axis,
             "epsilon": self.epsilon,
             "learned_epsilon": self.learned_epsilon,
             "use_tlu": self.use_tlu,
-            "beta_initializer": initializers.serialize(self.beta_initializer),
-            "gamma_initializer": initializers.serialize(self.gamma_initializer),
-            "tau_initializer": initializers.serialize(self.tau_initializer),
-            "beta_regularizer": regularizers.serialize(self.beta_regularizer),
-            "gamma_regularizer": regularizers.serialize(self.gamma_regularizer),
-            "tau_regularizer": regularizers.serialize(self.tau_regularizer),
-            "beta_constraint": constraints.serialize(self.beta_constraint),
-            "gamma_constraint": constraints.serialize(self.gamma_constraint),
-            "tau_constraint": constraints.serialize(self.tau_constraint),
         })
         return config
 

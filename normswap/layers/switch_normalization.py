@@ -3,12 +3,15 @@
 import keras
 from keras import ops
 
+from normswap.layers._axes import spatial_axes
 from normswap.layers._batch_stats import (
     BatchStatisticsLayer,
     moments,
     reduce_mean,
     update_moving_average,
 )
+from normswap.layers._checks import check_flag
+from normswap.layers._weights import add_configured_weight
 
 
 def instance_moments(x, axis):
@@ -17,7 +20,7 @@ def instance_moments(x, axis):
     `x` has its batch on axis 0 and its channels on `axis` (non-negative); every other
     axis is spatial. The results keep the reduced axes as size-1 dims.
     """
-    spatial = tuple(a for a in range(1, len(x.shape)) if a != axis)
+    spatial = spatial_axes(axis, len(x.shape))
     if not spatial:
         return x, ops.zeros_like(x)
     return moments(x, spatial)
@@ -39,15 +42,18 @@ def pooled_moments(means, variances, axis, synchronized=False):
 
 
 def switch_weights(mean_logits, variance_logits, rank):
-    """softmax of the switch logits; for a rank-2 input only over the (LN, BN) logits.
+    """softmax of the switch logits; for a rank-2 input without the first (IN) logit.
 
-    A rank-2 input has no spatial axes, so its IN branch is degenerate (μ_in = x,
-    σ²_in = 0: it would subtract the input from itself). As in the official 1-D variant,
-    only LN and BN are mixed, with weights softmax(logits[1:]): the 3-way softmax
-    renormalised over those two branches.
+    The logits are (IN, LN, BN), or (IN, LN) without a BN branch. A rank-2 input has no
+    spatial axes, so its IN branch is degenerate (μ_in = x, σ²_in = 0: it would subtract
+    the input from itself). As in the official 1-D variant, it is left out there: the
+    weights are softmax(logits[1:]), the softmax renormalised over the other branches
+    (a single LN branch then has weight 1).
     """
     if rank == 2:
         mean_logits, variance_logits = mean_logits[1:], variance_logits[1:]
+    if mean_logits.shape[0] == 1:  # one branch: weight 1 (no softmax over one entry)
+        return ops.ones_like(mean_logits), ops.ones_like(variance_logits)
     return ops.softmax(mean_logits), ops.softmax(variance_logits)
 
 
@@ -84,10 +90,19 @@ class SwitchNormalization(BatchStatisticsLayer):
     Inference: the BN branch uses `moving_mean`/`moving_variance`; the IN and LN branches
     still use the sample's own statistics (they do not depend on the batch).
 
+    `using_bn=False` drops the BN branch, as the official code does for a batch of one
+    image per GPU (where batch statistics are those of a single sample): k runs over
+    (IN, LN) only, the logit vectors have 2 entries, and no batch statistic is computed,
+    stored or updated (the layer has no moving statistics, `momentum` and the moving
+    initializers are unused, and `synchronized` has nothing to all-reduce). Training and
+    inference then compute the same function, independently of the other samples.
+
     Rank-2 inputs (after a Dense): there are no spatial axes and the IN branch is
-    degenerate (μ_in = x, σ²_in = 0), so only LN and BN are mixed, with softmax over the
-    last two logits of each vector (the 3-way softmax renormalised over LN and BN). Inputs
-    with 1×1 spatial size keep all three branches; the IN branch then contributes zero
+    degenerate (μ_in = x, σ²_in = 0), so it is left out: LN and BN are mixed with
+    softmax over the last two logits of each vector (the 3-way softmax renormalised over
+    LN and BN), and with `using_bn=False` the layer is a LayerNormalization (the IN
+    logit is then the only one left out, and the LN one, alone, has weight 1). Inputs
+    with 1×1 spatial size keep every branch; the IN branch then contributes zero
     variance, and ε keeps the result finite.
 
     Relation to its siblings: logits that put all weight on one branch make the layer
@@ -102,25 +117,33 @@ class SwitchNormalization(BatchStatisticsLayer):
 
     Args:
         axis: the channel axis (-1 for channels_last, 1 for channels_first).
-        momentum: momentum of the moving averages. Defaults to 0.99 (the official code;
-            the seed Keras port's README said 0.98).
+        momentum: momentum of the moving averages (the weight they keep at each step,
+            as in Keras). Defaults to 0.99, Keras BatchNormalization's. The official
+            Switchable-Normalization code uses 0.9 and 0.997 (the same convention); the
+            seed Keras port's README said 0.98 while its code used 0.99.
         epsilon: added to the mixed variance. Defaults to 1e-3 (Keras BN's default;
             carry the BN's own ε when converting).
         center, scale: whether to add β / multiply by γ.
+        using_bn: whether to mix in the BN branch (True, the default). False mixes IN
+            and LN only (see above).
         beta_initializer, gamma_initializer: initializers of β (zeros) and γ (ones).
         moving_mean_initializer, moving_variance_initializer: initializers of the moving
             statistics, zeros and ones.
         mean_weights_initializer, variance_weights_initializer: initializers of the two
-            (3,) logit vectors, ones (equal weights).
+            logit vectors, ones (equal weights).
         beta_regularizer, gamma_regularizer, beta_constraint, gamma_constraint: as in
             Keras BatchNormalization.
+        mean_weights_regularizer, variance_weights_regularizer, mean_weights_constraint,
+            variance_weights_constraint: optional regularizers / constraints of the two
+            logit vectors (the switch), None by default.
         synchronized: with the TensorFlow backend under a tf.distribute strategy, compute
             the BN branch over the global batch (all-reduced across replicas). Raises a
             ValueError on other backends.
         **kwargs: base Layer arguments (name, dtype, ...).
 
     Weights: `gamma`, `beta` (when scale/center), `moving_mean`, `moving_variance`
-    (non-trainable, shape (C,)), `mean_weights`, `variance_weights` (trainable, (3,)).
+    (non-trainable, shape (C,), only with using_bn), `mean_weights`, `variance_weights`
+    (trainable, (3,), or (2,) without the BN branch).
 
     Reference: Luo, Ren, Peng, Zhang, Li, "Differentiable Learning-to-Normalize via
     Switchable Normalization", ICLR 2019, arXiv:1806.10779.
@@ -133,6 +156,7 @@ class SwitchNormalization(BatchStatisticsLayer):
         epsilon=1e-3,
         center=True,
         scale=True,
+        using_bn=True,
         beta_initializer="zeros",
         gamma_initializer="ones",
         moving_mean_initializer="zeros",
@@ -141,47 +165,56 @@ class SwitchNormalization(BatchStatisticsLayer):
         variance_weights_initializer="ones",
         beta_regularizer=None,
         gamma_regularizer=None,
+        mean_weights_regularizer=None,
+        variance_weights_regularizer=None,
         beta_constraint=None,
         gamma_constraint=None,
+        mean_weights_constraint=None,
+        variance_weights_constraint=None,
         synchronized=False,
         **kwargs,
     ):
         super().__init__(
             axis=axis, momentum=momentum, epsilon=epsilon, center=center, scale=scale,
-            beta_initializer=beta_initializer, gamma_initializer=gamma_initializer,
-            moving_mean_initializer=moving_mean_initializer,
-            moving_variance_initializer=moving_variance_initializer,
-            beta_regularizer=beta_regularizer, gamma_regularizer=gamma_regularizer,
-            beta_constraint=beta_constraint, gamma_constraint=gamma_constraint,
-            synchronized=synchronized, **kwargs,
+            synchronized=synchronized,
+            weight_options=dict(
+                beta_initializer=beta_initializer, gamma_initializer=gamma_initializer,
+                moving_mean_initializer=moving_mean_initializer,
+                moving_variance_initializer=moving_variance_initializer,
+                mean_weights_initializer=mean_weights_initializer,
+                variance_weights_initializer=variance_weights_initializer,
+                beta_regularizer=beta_regularizer, gamma_regularizer=gamma_regularizer,
+                mean_weights_regularizer=mean_weights_regularizer,
+                variance_weights_regularizer=variance_weights_regularizer,
+                beta_constraint=beta_constraint, gamma_constraint=gamma_constraint,
+                mean_weights_constraint=mean_weights_constraint,
+                variance_weights_constraint=variance_weights_constraint,
+            ),
+            **kwargs,
         )
-        self.mean_weights_initializer = keras.initializers.get(mean_weights_initializer)
-        self.variance_weights_initializer = keras.initializers.get(
-            variance_weights_initializer)
+        self.using_bn = check_flag(using_bn, type(self).__name__, "using_bn")
 
     def build_statistics(self, channels):
-        self.mean_weights = self.add_weight(
-            name="mean_weights", shape=(3,), initializer=self.mean_weights_initializer,
-            trainable=True, autocast=False,
-        )
-        self.variance_weights = self.add_weight(
-            name="variance_weights", shape=(3,),
-            initializer=self.variance_weights_initializer, trainable=True, autocast=False,
-        )
+        if self.using_bn:
+            super().build_statistics(channels)
+        branches = 3 if self.using_bn else 2
+        self.mean_weights = add_configured_weight(self, "mean_weights", (branches,))
+        self.variance_weights = add_configured_weight(self, "variance_weights", (branches,))
 
     def call(self, inputs, training=None):
         x, axis, rank = self._prepare(inputs)
         dtype = x.dtype
         mean_in, var_in = instance_moments(x, axis)
-        mean_ln, var_ln = pooled_moments(mean_in, var_in, axis)
-        if training and self.trainable:
-            mean_bn, var_bn = pooled_moments(mean_in, var_in, 0, self.synchronized)
-            update_moving_average(self.moving_mean, mean_bn, self.momentum)
-            update_moving_average(self.moving_variance, var_bn, self.momentum)
-        else:
-            mean_bn = self._vector(self.moving_mean, axis, rank, dtype)
-            var_bn = self._vector(self.moving_variance, axis, rank, dtype)
-        branches = [(mean_in, var_in), (mean_ln, var_ln), (mean_bn, var_bn)]
+        branches = [(mean_in, var_in), pooled_moments(mean_in, var_in, axis)]
+        if self.using_bn:
+            if self._training(training):
+                mean_bn, var_bn = pooled_moments(mean_in, var_in, 0, self.synchronized)
+                update_moving_average(self.moving_mean, mean_bn, self.momentum)
+                update_moving_average(self.moving_variance, var_bn, self.momentum)
+            else:
+                mean_bn = self._vector(self.moving_mean, axis, rank, dtype)
+                var_bn = self._vector(self.moving_variance, axis, rank, dtype)
+            branches.append((mean_bn, var_bn))
         if rank == 2:
             branches = branches[1:]
         mean_weights, variance_weights = switch_weights(
@@ -192,10 +225,5 @@ class SwitchNormalization(BatchStatisticsLayer):
 
     def get_config(self):
         config = super().get_config()
-        config.update({
-            "mean_weights_initializer": keras.initializers.serialize(
-                self.mean_weights_initializer),
-            "variance_weights_initializer": keras.initializers.serialize(
-                self.variance_weights_initializer),
-        })
+        config["using_bn"] = self.using_bn
         return config

@@ -1,10 +1,31 @@
 """Weight-Standardized convolutions: the forward pass uses a per-output-channel standardized
 kernel, while the stored kernel stays the raw one."""
 
-import numbers
+import math
 
 import keras
 from keras import ops
+
+from normswap.layers._checks import check_epsilon
+
+
+def _fan_in_axes(rank, depthwise):
+    # Conv kernels (*kernel_size, in // groups, filters): all axes but the last;
+    # depthwise kernels (kh, kw, in, multiplier): the window, all axes but the last two.
+    return tuple(range(rank - 2)) if depthwise else tuple(range(rank - 1))
+
+
+def kernel_fan_in(kernel_shape, depthwise=False):
+    """The fan-in of each output channel of a kernel: how many weights it standardizes over.
+
+    For a Conv1D/2D/3D kernel of shape (*kernel_size, in // groups, filters), the
+    product of all axes but the last (a Conv2D 3×3 kernel over 16 input channels: 144);
+    for a DepthwiseConv2D kernel (kh, kw, in, multiplier), `depthwise=True`, the product
+    of the window kh·kw. A fan-in of 1 (a 1×1 conv over one channel, a 1×1 depthwise
+    conv) standardizes every weight to 0. `kernel_shape` is a tuple of ints.
+    """
+    kernel_shape = tuple(kernel_shape)
+    return math.prod(kernel_shape[a] for a in _fan_in_axes(len(kernel_shape), depthwise))
 
 
 def standardize_kernel(kernel, epsilon=1e-5, depthwise=False):
@@ -20,20 +41,11 @@ def standardize_kernel(kernel, epsilon=1e-5, depthwise=False):
     """
     if keras.backend.standardize_dtype(kernel.dtype) != "float64":
         kernel = ops.cast(kernel, "float32")
-    rank = len(kernel.shape)
-    axes = tuple(range(rank - 2)) if depthwise else tuple(range(rank - 1))
+    axes = _fan_in_axes(len(kernel.shape), depthwise)
     mean = ops.mean(kernel, axis=axes, keepdims=True)
     centred = kernel - mean
     variance = ops.mean(ops.square(centred), axis=axes, keepdims=True)
     return centred * ops.rsqrt(variance + ops.cast(epsilon, kernel.dtype))
-
-
-def _check_epsilon(ws_epsilon):
-    if not isinstance(ws_epsilon, numbers.Real) or not ws_epsilon > 0:
-        raise ValueError(
-            f"ws_epsilon must be a positive number. Received: ws_epsilon={ws_epsilon!r}"
-        )
-    return float(ws_epsilon)
 
 
 def _check_fan_in(layer, fan_in):
@@ -57,7 +69,7 @@ class _WSConvMixin:
     _ws_depthwise = False
 
     def _ws_init(self, ws_epsilon):
-        self.ws_epsilon = _check_epsilon(ws_epsilon)
+        self.ws_epsilon = check_epsilon(ws_epsilon, type(self).__name__, "ws_epsilon")
 
     def add_weight(self, *args, **kwargs):
         # Under mixed precision Keras hands every variable to `call` cast to the compute
@@ -70,10 +82,7 @@ class _WSConvMixin:
 
     def build(self, input_shape):
         super().build(input_shape)
-        fan_in = 1
-        for d in self.kernel.shape[:-2 if self._ws_depthwise else -1]:
-            fan_in *= d
-        _check_fan_in(self, fan_in)
+        _check_fan_in(self, kernel_fan_in(self.kernel.shape, self._ws_depthwise))
 
     def standardized_kernel(self):
         """The kernel the forward pass convolves with, in the layer's compute dtype."""

@@ -6,6 +6,8 @@ math of any normalization: each test file keeps its own, independent NumPy refer
 its layer's formula. Each helper returns what a test may want to check further.
 """
 
+import contextlib
+
 import keras
 import numpy as np
 import pytest
@@ -179,3 +181,23 @@ def assert_synchronized_only_on_tensorflow(cls):
     else:
         with pytest.raises(ValueError, match="TensorFlow backend"):
             cls(synchronized=True)
+
+
+@contextlib.contextmanager
+def registered_as(stand_in, real):
+    """Within the block, `stand_in` serializes under `real`'s registered name (so a model
+    holding it saves as if it held `real`); afterwards the name loads `real` again.
+
+    For writing files in an earlier layout of a layer: a stand-in class with the earlier
+    weights and config keys is saved, and loading the file then exercises `real`."""
+    name = keras.saving.get_registered_name(real)
+    package, class_name = name.split(">")
+    keras.saving.register_keras_serializable(package=package, name=class_name)(stand_in)
+    # .keras files also name each layer's stored variables after its class name.
+    own_name = stand_in.__name__
+    stand_in.__name__ = real.__name__
+    try:
+        yield
+    finally:
+        stand_in.__name__ = own_name
+        keras.saving.get_custom_objects()[name] = real

@@ -9,7 +9,13 @@ import keras
 import numpy as np
 import pytest
 
-from normswap.layers import EvoNormS0, FilterResponseNormalization
+from normswap.layers import (
+    BatchLayerNormalization,
+    EvoNormB0,
+    EvoNormS0,
+    FilterResponseNormalization,
+    SwitchNormalization,
+)
 from tests.layers._common import randomize_weights, to_numpy
 
 # (input shape of one sample, channel axis)
@@ -21,6 +27,14 @@ FACTORIES = {
     "evonorm": lambda axis: EvoNormS0(axis=axis, groups=2),
     "groupnorm": lambda axis: keras.layers.GroupNormalization(groups=2, axis=axis),
     "layernorm": lambda axis: keras.layers.LayerNormalization(axis=axis),
+    "switchnorm_no_bn": lambda axis: SwitchNormalization(axis=axis, using_bn=False),
+}
+
+# Batch statistics in training, moving ones at inference: independent at inference only.
+INFERENCE_ONLY = {
+    "evonorm_b0": lambda axis: EvoNormB0(axis=axis),
+    "switchnorm": lambda axis: SwitchNormalization(axis=axis),
+    "bln": lambda axis: BatchLayerNormalization(axis=axis),
 }
 
 
@@ -45,6 +59,24 @@ def test_output_of_a_sample_ignores_its_batch(name, sample_shape, axis, training
     alone, within = _sample_alone_and_in_batch(layer, sample_shape, training)
     assert np.isfinite(alone).all()
     np.testing.assert_allclose(alone, within, rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("sample_shape,axis", LAYOUTS, ids=["nhwc", "nchw", "dense"])
+@pytest.mark.parametrize("name", sorted(INFERENCE_ONLY))
+def test_batch_statistics_layers_ignore_the_batch_at_inference_only(name, sample_shape, axis):
+    layer = INFERENCE_ONLY[name](axis)
+    layer.build((None,) + sample_shape)
+    randomize_weights(layer, seed=0, mean=0.5)
+    for w in layer.weights:  # variances positive, counters at 0
+        if "variance" in w.name and "weights" not in w.name:
+            w.assign(np.abs(to_numpy(w)) + 0.5)
+        elif w.name == "step":
+            w.assign(0.0)
+    alone, within = _sample_alone_and_in_batch(layer, sample_shape, training=False)
+    assert np.isfinite(alone).all()
+    np.testing.assert_allclose(alone, within, rtol=1e-5, atol=1e-5)
+    alone, within = _sample_alone_and_in_batch(layer, sample_shape, training=True)
+    assert np.abs(alone - within).max() > 0.1
 
 
 def test_the_check_detects_batch_normalization():

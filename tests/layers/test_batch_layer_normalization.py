@@ -16,8 +16,10 @@ from tests.layers._common import (
     assert_synchronized_only_on_tensorflow,
     assert_trainable_false_runs_in_inference_mode,
     named_weights,
+    registered_as,
     run_jit_training_steps,
     small_conv_model,
+    to_numpy,
 )
 
 # The same few shapes recur below: JAX compiles its eager ops once per shape.
@@ -34,11 +36,13 @@ CASES = [
 FLAGS = ["batch_moving_mean", "batch_moving_var", "feature_moving_mean", "feature_moving_var"]
 
 
-def bln_reference(x, axis, gamma, beta, eps, weight=None, moving=None, flags=None):
+def bln_reference(x, axis, gamma, beta, eps, weight=None, moving=None, flags=None,
+                  feature="sample"):
     """y = γ·[w·x̂_feature + (1 − w)·x̂_batch] + β in float64.
 
-    Batch statistics per channel over batch and spatial axes, feature statistics per
-    sample over spatial and channel axes, w = 1/B unless given. `moving` holds
+    Batch statistics per channel over batch and spatial axes; feature statistics per
+    sample over spatial and channel axes (`feature="sample"`) or per sample and position
+    over the channel axis (`feature="position"`); w = 1/B unless given. `moving` holds
     (mean, var, feature_mean, feature_var); `flags` says which of them replace the
     input's own statistics. Returns y and the input's own statistics.
     """
@@ -46,19 +50,32 @@ def bln_reference(x, axis, gamma, beta, eps, weight=None, moving=None, flags=Non
     n, c = xl.shape[0], xl.shape[-1]
     per_channel = xl.reshape(-1, c)
     mean_b, var_b = per_channel.mean(0), per_channel.var(0)
-    per_sample = xl.reshape(n, -1)
-    mean_f, var_f = per_sample.mean(1), per_sample.var(1)
+    if feature == "sample":
+        per_sample = xl.reshape(n, -1)
+        bshape = (n,) + (1,) * (xl.ndim - 1)
+        mean_f = per_sample.mean(1).reshape(bshape)
+        var_f = per_sample.var(1).reshape(bshape)
+    else:
+        mean_f, var_f = xl.mean(-1, keepdims=True), xl.var(-1, keepdims=True)
     own = (mean_b, var_b, mean_f, var_f)
     stats = list(own)
     if flags is not None:
         stats = [m if f else o for m, f, o in zip(moving, flags, own)]
-    bshape = (n,) + (1,) * (xl.ndim - 1)
     x_batch = (xl - stats[0]) / np.sqrt(stats[1] + eps)
-    x_feature = ((xl - np.reshape(stats[2], bshape if np.ndim(stats[2]) else ()))
-                 / np.sqrt(np.reshape(stats[3], bshape if np.ndim(stats[3]) else ()) + eps))
+    x_feature = (xl - stats[2]) / np.sqrt(stats[3] + eps)
     w = 1.0 / n if weight is None else weight
     y = gamma * (w * x_feature + (1 - w) * x_batch) + beta
     return np.moveaxis(y, -1, axis), own
+
+
+def corrected_weight_reference(batch_sizes, momentum):
+    """The inference mixing weight after training at `batch_sizes`: the moving average
+    of 1/B from 0, divided by 1 − momentumᵗ (Adam's bias correction); 0 before any step."""
+    average = 0.0
+    for b in batch_sizes:
+        average = momentum * average + (1 - momentum) / b
+    t = len(batch_sizes)
+    return average / (1 - momentum**t) if t else average
 
 
 def _input(shape, seed=0, scale=2.0):
@@ -67,8 +84,12 @@ def _input(shape, seed=0, scale=2.0):
 
 
 def _randomize(layer, seed=1):
+    """Random γ, β and statistics (variances positive); `step` kept (at 0, the mixing
+    weight at inference is then moving_inverse_batch_size itself)."""
     rng = np.random.default_rng(seed)
     for w in layer.weights:
+        if w.name == "step":
+            continue
         if "variance" in w.name:
             value = rng.uniform(0.3, 3.0, size=w.shape)
         elif w.name == "moving_inverse_batch_size":
@@ -110,6 +131,109 @@ def test_matches_numpy_reference_in_training_and_inference(shape, axis):
                         ("moving_inverse_batch_size", 1.0 / shape[0])]:
         np.testing.assert_allclose(after[name], m * w[name] + (1 - m) * value,
                                    rtol=1e-5, atol=1e-6, err_msg=name)
+
+
+@pytest.mark.parametrize("shape,axis", CASES)
+def test_per_position_feature_statistics_match_numpy_reference(shape, axis):
+    # feature_statistics="position": per sample and position, over the channels only.
+    x = _input(shape)
+    eps, m = 1e-3, 0.9
+    layer = BatchLayerNormalization(axis=axis, momentum=m, epsilon=eps,
+                                    feature_statistics="position")
+    layer.build(shape)
+    _randomize(layer)
+    w = named_weights(layer)
+    expected, _ = bln_reference(x, axis, w["gamma"], w["beta"], eps,
+                                weight=w["moving_inverse_batch_size"], moving=_moving(w),
+                                flags=(True, True, False, False), feature="position")
+    np.testing.assert_allclose(np.asarray(layer(x, training=False)), expected,
+                               rtol=1e-4, atol=1e-4)
+    expected, (_, _, mean_f, var_f) = bln_reference(x, axis, w["gamma"], w["beta"], eps,
+                                                    feature="position")
+    np.testing.assert_allclose(np.asarray(layer(x, training=True)), expected,
+                               rtol=1e-4, atol=1e-4)
+    after = named_weights(layer)
+    # the scalar feature statistics average over the samples and the positions
+    for name, value in [("moving_feature_mean", mean_f.mean()),
+                        ("moving_feature_variance", var_f.mean())]:
+        np.testing.assert_allclose(after[name], m * w[name] + (1 - m) * value,
+                                   rtol=1e-5, atol=1e-6, err_msg=name)
+
+
+@pytest.mark.parametrize("shape,axis", [((1, 5, 3), -1), ((1, 3, 4, 4), 1)])
+def test_per_position_at_batch_size_one_is_keras_layer_normalization(shape, axis):
+    x = _input(shape)
+    layer = BatchLayerNormalization(axis=axis, feature_statistics="position")
+    layer_norm = keras.layers.LayerNormalization(axis=axis, epsilon=1e-3)
+    np.testing.assert_allclose(to_numpy(layer(x, training=True)), to_numpy(layer_norm(x)),
+                               rtol=1e-4, atol=1e-4)
+
+
+@pytest.mark.parametrize("feature", ["position", "sample"])
+def test_a_step_of_a_recurrent_model_ignores_later_steps_per_position(feature):
+    # (N, T, F) from an RNN: per position, step t's output at inference depends on steps
+    # ≤ t only (later steps, padding included, change nothing before them); over the
+    # whole sample it depends on every step, which the same check detects.
+    inputs = keras.Input((6, 3))
+    h = keras.layers.SimpleRNN(5, return_sequences=True, seed=1)(inputs)
+    h = BatchLayerNormalization(feature_statistics=feature, name="bln")(h)
+    model = keras.Model(inputs, h)
+    _randomize(model.get_layer("bln"))
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(2, 6, 3)).astype("float32")
+    changed = x.copy()
+    changed[:, 4:] = rng.normal(3.0, 2.0, size=(2, 2, 3))  # later steps (or padding)
+    before, after = to_numpy(model(x, training=False)), to_numpy(model(changed, training=False))
+    assert np.abs(before[:, 4:] - after[:, 4:]).max() > 1e-2
+    if feature == "position":
+        np.testing.assert_allclose(after[:, :4], before[:, :4], rtol=1e-6, atol=1e-6)
+    else:
+        assert np.abs(after[:, :4] - before[:, :4]).max() > 1e-2
+
+
+def test_inference_weight_after_training_is_the_weight_trained_with():
+    # Uncorrected, the moving average of 1/B started at 0 lags: 0.046 after 20 steps at
+    # batch size 4, against the 0.25 used in training. Corrected: 0.25.
+    shape = (4, 2, 2, 3)
+    layer = BatchLayerNormalization()
+    layer.build(shape)
+    assert float(to_numpy(layer.inference_feature_weight())) == 0.0  # counter 0
+    for t in range(20):
+        layer(_input(shape, seed=t), training=True)
+    w = named_weights(layer)
+    assert w["step"] == 20
+    np.testing.assert_allclose(w["moving_inverse_batch_size"], 0.25 * (1 - 0.99**20),
+                               rtol=1e-5)
+    assert abs(float(to_numpy(layer.inference_feature_weight())) - 0.25) <= 1e-6
+    x = _input(shape, seed=99)
+    expected, _ = bln_reference(x, -1, w["gamma"], w["beta"], 1e-3, weight=0.25,
+                                moving=_moving(w), flags=(True, True, False, False))
+    np.testing.assert_allclose(to_numpy(layer(x, training=False)), expected,
+                               rtol=1e-4, atol=1e-4)
+
+
+def test_inference_weight_with_changing_batch_sizes_and_momenta():
+    batches = [3, 2, 1, 3, 4]
+    for momentum in (0.7, 0.0, 1.0):
+        layer = BatchLayerNormalization(momentum=momentum)
+        for t, batch in enumerate(batches):
+            layer(_input((batch, 2, 2, 3), seed=t), training=True)
+        weight = float(to_numpy(layer.inference_feature_weight()))
+        assert np.isfinite(weight)
+        expected = 0.0 if momentum == 1.0 else corrected_weight_reference(batches, momentum)
+        np.testing.assert_allclose(weight, expected, rtol=1e-6, atol=1e-7,
+                                   err_msg=f"momentum {momentum}")
+
+
+def test_at_counter_zero_the_inference_weight_is_the_stored_one():
+    # A converted layer (or one loaded from the earlier layout) has step 0: its stored
+    # weight is used as it is, so 0 keeps the layer an exact BatchNormalization.
+    layer = BatchLayerNormalization()
+    layer.build((3, 4))
+    for value in (0.0, 0.3):
+        layer.moving_inverse_batch_size.assign(value)
+        np.testing.assert_allclose(float(to_numpy(layer.inference_feature_weight())), value,
+                                   rtol=1e-7)
 
 
 @pytest.mark.parametrize("flags", list(itertools.product([False, True], repeat=4)))
@@ -213,6 +337,7 @@ def test_trainable_false_runs_in_inference_mode():
     (dict(feature_moving_var=None), "feature_moving_var=None"),
     (dict(momentum=1.5), "momentum=1.5"),
     (dict(epsilon=0), "epsilon=0"),
+    (dict(feature_statistics="time"), "feature_statistics='time'"),
 ])
 def test_invalid_arguments_raise_clear_errors(kwargs, match):
     with pytest.raises(ValueError, match=match):
@@ -244,6 +369,7 @@ def test_mixed_precision_close_to_float32(shape, axis):
 
 def test_config_round_trip():
     layer = BatchLayerNormalization(axis=1, momentum=0.9, epsilon=1e-5,
+                                    feature_statistics="position",
                                     batch_moving_var=False, feature_moving_mean=True,
                                     center=False, gamma_constraint="non_neg", name="bln_cfg")
     x = _input((3, 3, 4, 4))
@@ -251,8 +377,9 @@ def test_config_round_trip():
     _randomize(layer)
     assert_config_round_trip(
         layer, x,
-        dict(axis=1, momentum=0.9, epsilon=1e-5, batch_moving_mean=True,
-             batch_moving_var=False, feature_moving_mean=True, feature_moving_var=False,
+        dict(axis=1, momentum=0.9, epsilon=1e-5, feature_statistics="position",
+             batch_moving_mean=True, batch_moving_var=False, feature_moving_mean=True,
+             feature_moving_var=False,
              center=False, synchronized=False),
         training=False)
 
@@ -264,7 +391,8 @@ def test_save_and_load(tmp_path, suffix):
     h = keras.layers.Permute((3, 1, 2))(h)
     h = BatchLayerNormalization(axis=1, feature_moving_mean=True, name="bln_b")(h)
     h = keras.layers.Flatten()(h)
-    h = BatchLayerNormalization(batch_moving_mean=False, name="bln_c")(h)
+    h = BatchLayerNormalization(batch_moving_mean=False, feature_statistics="position",
+                                name="bln_c")(h)
     model = keras.Model(inputs, h)
     for t in range(2):
         model(_input((3, 4, 4, 3), seed=t), training=True)
@@ -273,6 +401,111 @@ def test_save_and_load(tmp_path, suffix):
     assert isinstance(loaded.get_layer("bln_b"), BatchLayerNormalization)
     assert loaded.get_layer("bln_b").feature_moving_mean
     assert not loaded.get_layer("bln_c").batch_moving_mean
+    assert loaded.get_layer("bln_c").feature_statistics == "position"
+    assert float(loaded.get_layer("bln_a").step.numpy()) == 2
+
+
+class _EarlierBatchLayerNormalization(keras.layers.Layer):
+    """BatchLayerNormalization as the previous version saved itself: weights gamma, beta,
+    moving_mean, moving_variance, moving_feature_mean, moving_feature_variance,
+    moving_inverse_batch_size (no step); config without feature_statistics. It inferred
+    with w = moving_inverse_batch_size itself. Only saved here, never evaluated: the
+    expected outputs come from the NumPy reference."""
+
+    FLAGS = dict(batch_moving_mean=True, batch_moving_var=True, feature_moving_mean=False,
+                 feature_moving_var=False)
+
+    def __init__(self, axis=-1, momentum=0.99, epsilon=1e-3, center=True, scale=True,
+                 **kwargs):
+        flags = {k: kwargs.pop(k, v) for k, v in self.FLAGS.items()}
+        super().__init__(**kwargs)
+        self.axis, self.momentum, self.epsilon = axis, momentum, epsilon
+        self.center, self.scale, self.flags = center, scale, flags
+
+    def build(self, input_shape):
+        c = input_shape[self.axis]
+        for name, trainable, shape in [("gamma", True, (c,)), ("beta", True, (c,)),
+                                       ("moving_mean", False, (c,)),
+                                       ("moving_variance", False, (c,)),
+                                       ("moving_feature_mean", False, ()),
+                                       ("moving_feature_variance", False, ()),
+                                       ("moving_inverse_batch_size", False, ())]:
+            if (name == "gamma" and not self.scale) or (name == "beta" and not self.center):
+                continue
+            setattr(self, name, self.add_weight(name=name, shape=shape, trainable=trainable,
+                                                initializer="zeros"))
+
+    def call(self, inputs):
+        return inputs
+
+    def get_config(self):
+        initializer = keras.initializers.serialize
+        return {**super().get_config(),
+                "axis": self.axis, "momentum": self.momentum, "epsilon": self.epsilon,
+                "center": self.center, "scale": self.scale,
+                "beta_initializer": initializer(keras.initializers.get("zeros")),
+                "gamma_initializer": initializer(keras.initializers.get("ones")),
+                "moving_mean_initializer": initializer(keras.initializers.get("zeros")),
+                "moving_variance_initializer": initializer(keras.initializers.get("ones")),
+                "beta_regularizer": None, "gamma_regularizer": None,
+                "beta_constraint": None, "gamma_constraint": None, "synchronized": False,
+                **self.flags}
+
+
+def _earlier_model(cls):
+    inputs = keras.Input((4, 4, 3))
+    h = cls(momentum=0.9, name="bln_a")(inputs)
+    h = keras.layers.Permute((3, 1, 2))(h)
+    h = cls(axis=1, scale=False, feature_moving_mean=True, name="bln_b")(h)
+    return keras.Model(inputs, h)
+
+
+def _expected_earlier_output(model, x):
+    """The earlier layout's inference, layer by layer, from the NumPy reference."""
+    a, b = (named_weights(model.get_layer(name)) for name in ("bln_a", "bln_b"))
+    y, _ = bln_reference(x, -1, a["gamma"], a["beta"], 1e-3,
+                         weight=a["moving_inverse_batch_size"], moving=_moving(a),
+                         flags=(True, True, False, False))
+    y = np.transpose(y, (0, 3, 1, 2))
+    y, _ = bln_reference(y, 1, 1.0, b["beta"], 1e-3, weight=b["moving_inverse_batch_size"],
+                         moving=_moving(b), flags=(True, True, True, False))
+    return y
+
+
+@pytest.mark.parametrize("suffix", [".keras", ".h5", ".weights.h5"])
+def test_files_of_the_earlier_layout_load_as_the_function_they_inferred(tmp_path, suffix):
+    old = _earlier_model(_EarlierBatchLayerNormalization)
+    for i, layer in enumerate(old.layers[1::2]):
+        _randomize(layer, seed=20 + i)
+    x = _input((3, 4, 4, 3), seed=4)
+    expected = _expected_earlier_output(old, x)
+    assert np.abs(expected).max() > 0.1
+    path = tmp_path / f"earlier{suffix}"
+    with registered_as(_EarlierBatchLayerNormalization, BatchLayerNormalization):
+        old.save_weights(path) if suffix == ".weights.h5" else old.save(path)
+    if suffix == ".weights.h5":  # old weights into a model built by this version
+        loaded = _earlier_model(BatchLayerNormalization)
+        loaded.load_weights(path)
+    else:
+        loaded = keras.models.load_model(path)
+    np.testing.assert_allclose(to_numpy(loaded(x, training=False)), expected,
+                               rtol=1e-4, atol=1e-4)
+    for name in ("bln_a", "bln_b"):
+        layer = loaded.get_layer(name)
+        assert type(layer) is BatchLayerNormalization
+        assert [w.name for w in layer.weights][-2:] == ["moving_inverse_batch_size", "step"]
+        assert float(layer.step.numpy()) == 0
+        old_weights, new_weights = named_weights(old.get_layer(name)), named_weights(layer)
+        for key, value in old_weights.items():
+            np.testing.assert_array_equal(new_weights[key], value, err_msg=key)
+    if suffix != ".weights.h5":  # in the current layout now: saves, loads, trains
+        again = assert_save_load_round_trip(loaded, x, tmp_path / f"again{suffix}",
+                                            training=False)
+        again(x, training=True)
+        assert float(again.get_layer("bln_a").step.numpy()) == 1
+    loaded.compile(optimizer="sgd", loss="mse", jit_compile=True)
+    loaded.fit(x, np.zeros((3, 3, 4, 4), "float32"), batch_size=3, epochs=1, verbose=0)
+    assert float(loaded.get_layer("bln_b").step.numpy()) == 1
 
 
 @pytest.mark.parametrize("shape,axis", [((3, 4, 4, 3), -1), ((3, 3, 4, 4), 1), ((4, 3), -1),

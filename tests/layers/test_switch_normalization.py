@@ -17,6 +17,7 @@ from tests.layers._common import (
     named_weights,
     run_jit_training_steps,
     small_conv_model,
+    to_numpy,
 )
 
 # (input shape, channel axis): ranks 2 to 5, channels_last and channels_first.
@@ -38,11 +39,13 @@ def _softmax(v):
     return e / e.sum()
 
 
-def sn_reference(x, axis, gamma, beta, mean_logits, var_logits, eps, moving=None):
+def sn_reference(x, axis, gamma, beta, mean_logits, var_logits, eps, moving=None,
+                 using_bn=True):
     """The paper's formulas, float64, statistics from E[x²] − E[x]² clamped at 0.
 
     Returns the output and the BN-branch batch (mean, variance), each (C,).
     `moving` = (moving_mean, moving_variance) replaces the BN branch (inference).
+    `using_bn=False`: the official code's IN + LN mix (2 logits), LN alone at rank 2.
     """
     x = np.moveaxis(np.asarray(x, np.float64), axis, -1)
     shape = x.shape
@@ -61,7 +64,14 @@ def sn_reference(x, axis, gamma, beta, mean_logits, var_logits, eps, moving=None
     batch_stats = (mu_bn[0], var_bn[0])
     if moving is not None:
         mu_bn, var_bn = moving[0][None, :], moving[1][None, :]
-    if x.ndim > 2:
+    if not using_bn:
+        if x.ndim > 2:
+            w, wv = _softmax(mean_logits), _softmax(var_logits)
+            mean = w[0] * mu_in + w[1] * mu_ln
+            var = wv[0] * var_in + wv[1] * var_ln
+        else:  # no IN (degenerate), no BN: LayerNorm
+            mean, var = mu_ln, var_ln
+    elif x.ndim > 2:
         w, wv = _softmax(mean_logits), _softmax(var_logits)
         mean = w[0] * mu_in + w[1] * mu_ln + w[2] * mu_bn
         var = wv[0] * var_in + wv[1] * var_ln + wv[2] * var_bn
@@ -113,6 +123,60 @@ def test_matches_numpy_reference_in_training_and_inference(shape, axis):
     np.testing.assert_allclose(after["moving_variance"],
                                0.9 * w["moving_variance"] + 0.1 * batch_var,
                                rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("shape,axis", CASES)
+def test_without_bn_branch_matches_numpy_reference(shape, axis):
+    # using_bn=False: IN and LN only; no batch statistic used, stored or updated, so
+    # training and inference compute the same per-sample function.
+    x = _input(shape)
+    layer = SwitchNormalization(axis=axis, using_bn=False, epsilon=1e-3)
+    layer.build(shape)
+    assert [w.name for w in layer.weights] == ["gamma", "beta", "mean_weights",
+                                               "variance_weights"]
+    assert layer.mean_weights.shape == (2,) and layer.variance_weights.shape == (2,)
+    _randomize(layer)
+    w = named_weights(layer)
+    expected, _ = sn_reference(x, axis, w["gamma"], w["beta"], w["mean_weights"],
+                               w["variance_weights"], 1e-3, using_bn=False)
+    for training in (True, False):
+        np.testing.assert_allclose(np.asarray(layer(x, training=training)), expected,
+                                   rtol=1e-4, atol=1e-4)
+    assert_inference_ignores_the_batch(layer, x)
+
+
+@pytest.mark.parametrize("axis", [-1, 1])
+def test_rank2_without_bn_branch_is_layer_normalization(axis):
+    x = _input((4, 5))
+    layer = SwitchNormalization(axis=axis, using_bn=False)
+    layer_norm = keras.layers.LayerNormalization(axis=axis, epsilon=1e-3)
+    for training in (True, False):
+        np.testing.assert_allclose(np.asarray(layer(x, training=training)),
+                                   np.asarray(layer_norm(x)), rtol=1e-4, atol=1e-4)
+
+
+def test_switch_weights_take_regularizers_and_constraints():
+    layer = SwitchNormalization(
+        mean_weights_regularizer=keras.regularizers.L2(0.1),
+        variance_weights_regularizer=keras.regularizers.L1(0.2),
+        mean_weights_constraint=keras.constraints.NonNeg(),
+        variance_weights_constraint=keras.constraints.MaxNorm(0.5, axis=0),
+        mean_weights_initializer=keras.initializers.Constant(-1.0),
+        variance_weights_initializer=keras.initializers.Constant(2.0))
+    model = small_conv_model(layer, (4, 4, 2), filters=3)
+    rng = np.random.default_rng(0)
+    logits = rng.normal(size=3).astype("float32"), rng.normal(size=3).astype("float32")
+    layer.mean_weights.assign(logits[0])
+    layer.variance_weights.assign(logits[1])
+    losses = sorted(float(to_numpy(v)) for v in layer.losses)
+    expected = sorted([0.1 * float((logits[0].astype(np.float64) ** 2).sum()),
+                       0.2 * float(np.abs(logits[1].astype(np.float64)).sum())])
+    np.testing.assert_allclose(losses, expected, rtol=1e-5)
+    model.compile(optimizer=keras.optimizers.SGD(0.01), loss="mse")
+    model.fit(rng.normal(size=(4, 4, 4, 2)).astype("float32"), np.zeros((4, 1), "float32"),
+              batch_size=4, epochs=1, verbose=0)
+    assert (to_numpy(layer.mean_weights) >= 0).all()  # NonNeg applied after the step
+    assert np.linalg.norm(to_numpy(layer.variance_weights)) <= 0.5 + 1e-6  # MaxNorm
 
 
 def test_moving_statistics_over_several_steps():
@@ -244,6 +308,7 @@ def test_invalid_axis_or_rank_raises(kwargs, shape):
     (dict(epsilon=0.0), "epsilon=0.0"),
     (dict(axis="x"), "axis='x'"),
     (dict(synchronized="yes"), "synchronized='yes'"),
+    (dict(using_bn="no"), "using_bn='no'"),
 ])
 def test_invalid_arguments_raise_clear_errors(kwargs, match):
     with pytest.raises(ValueError, match=match):
@@ -270,7 +335,8 @@ def test_mixed_precision_close_to_float32(shape, axis):
 def test_config_round_trip():
     layer = SwitchNormalization(axis=1, momentum=0.95, epsilon=1e-5, center=False,
                                 mean_weights_initializer=keras.initializers.Constant(2.0),
-                                gamma_regularizer="l2", name="sn_cfg")
+                                gamma_regularizer="l2", variance_weights_regularizer="l1",
+                                mean_weights_constraint="non_neg", name="sn_cfg")
     x = _input((3, 3, 4, 4))
     layer.build(x.shape)
     _randomize(layer)
@@ -282,12 +348,19 @@ def test_config_round_trip():
     fresh = SwitchNormalization.from_config(layer.get_config())
     fresh.build(x.shape)
     np.testing.assert_array_equal(np.asarray(fresh.mean_weights), np.full(3, 2.0))
+    assert isinstance(fresh.variance_weights_regularizer, keras.regularizers.L1)
+    assert isinstance(fresh.mean_weights.constraint, keras.constraints.NonNeg)
+    no_bn = SwitchNormalization(using_bn=False, name="sn_no_bn")
+    no_bn.build(x.shape)
+    _randomize(no_bn)
+    assert_config_round_trip(no_bn, x, dict(using_bn=False), training=True)
 
 
 @pytest.mark.parametrize("suffix", [".keras", ".h5"])
 def test_save_and_load(tmp_path, suffix):
     inputs = keras.Input((4, 4, 3))
     h = SwitchNormalization(name="sn_a")(inputs)
+    h = SwitchNormalization(using_bn=False, name="sn_d")(h)
     h = keras.layers.Permute((3, 1, 2))(h)
     h = SwitchNormalization(axis=1, name="sn_b")(h)
     h = keras.layers.Flatten()(h)
@@ -297,10 +370,12 @@ def test_save_and_load(tmp_path, suffix):
     model(x, training=True)  # move the statistics away from their initial values
     for layer in model.layers:
         if isinstance(layer, SwitchNormalization):
-            layer.mean_weights.assign(np.random.default_rng(len(layer.name)).normal(size=3))
+            layer.mean_weights.assign(np.random.default_rng(len(layer.name)).normal(
+                size=layer.mean_weights.shape))
     loaded = assert_save_load_round_trip(model, x, tmp_path / f"sn{suffix}", training=False)
     assert isinstance(loaded.get_layer("sn_b"), SwitchNormalization)
     assert loaded.get_layer("sn_b").axis == 1
+    assert not loaded.get_layer("sn_d").using_bn
 
 
 @pytest.mark.parametrize("shape,axis", [((3, 4, 4, 3), -1), ((3, 3, 4, 4), 1), ((4, 3), -1),

@@ -32,7 +32,12 @@ tf.config.set_logical_device_configuration(
     cpu, [tf.config.LogicalDeviceConfiguration(), tf.config.LogicalDeviceConfiguration()])
 
 import keras
-from normswap.layers import BatchLayerNormalization, BatchRenormalization, SwitchNormalization
+from normswap.layers import (
+    BatchLayerNormalization,
+    BatchRenormalization,
+    EvoNormB0,
+    SwitchNormalization,
+)
 
 strategy = tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:1"])
 assert strategy.num_replicas_in_sync == 2
@@ -40,10 +45,10 @@ assert strategy.num_replicas_in_sync == 2
 FACTORIES = {
     "SwitchNormalization": lambda s: SwitchNormalization(momentum=0.5, synchronized=s),
     "BatchRenormalization": lambda s: BatchRenormalization(
-        momentum=0.5, renorm_momentum=0.6, warmup_steps=0, r_max=1.5, d_max=0.5,
-        synchronized=s),
+        momentum=0.5, warmup_steps=0, r_max=1.5, d_max=0.5, synchronized=s),
     "BatchLayerNormalization": lambda s: BatchLayerNormalization(
         momentum=0.5, synchronized=s),
+    "EvoNormB0": lambda s: EvoNormB0(momentum=0.5, synchronized=s),
 }
 rng = np.random.default_rng(0)
 shape = (8, 3, 3, 4)
@@ -124,6 +129,7 @@ with strategy.scope():
         keras.layers.Conv2D(4, 1),
         BatchRenormalization(synchronized=True, warmup_steps=1, name="brn"),
         BatchLayerNormalization(synchronized=True),
+        EvoNormB0(synchronized=True),
         keras.layers.GlobalAveragePooling2D(),
         keras.layers.Dense(1),
     ])
@@ -152,7 +158,14 @@ def measurements():
     return json.loads(lines[-1][len("RESULTS "):])
 
 
-LAYERS = ["SwitchNormalization", "BatchRenormalization", "BatchLayerNormalization"]
+# The moving statistics of each layer that a replica's half batch would get wrong.
+STATISTICS = {
+    "SwitchNormalization": ["moving_mean", "moving_variance"],
+    "BatchRenormalization": ["moving_mean", "moving_stddev"],
+    "BatchLayerNormalization": ["moving_mean", "moving_variance"],
+    "EvoNormB0": ["moving_variance"],
+}
+LAYERS = list(STATISTICS)
 
 
 @pytest.mark.parametrize("name", LAYERS)
@@ -170,8 +183,8 @@ def test_synchronized_step_equals_one_device_on_the_global_batch(measurements, n
 def test_unsynchronized_statistics_differ(measurements, name):
     result = measurements[f"{name}/False"]
     assert result["output"] > 1e-2, result
-    assert result["statistics"]["moving_variance"] > 1e-2, result
-    assert result["statistics"]["moving_mean"] > 1e-2, result
+    for stat in STATISTICS[name]:
+        assert result["statistics"][stat] > 1e-2, (stat, result)
 
 
 def test_fit_under_mirrored_strategy(measurements):

@@ -11,6 +11,7 @@ from normswap.layers import (
     WSConv2D,
     WSConv3D,
     WSDepthwiseConv2D,
+    kernel_fan_in,
     standardize_kernel,
 )
 from tests.layers._common import (
@@ -137,6 +138,23 @@ def test_standardize_kernel_matches_numpy(depthwise):
     var = kernel.astype(np.float64).var(axis=axes)
     np.testing.assert_allclose(got.std(axis=axes), np.sqrt(var / (var + 1e-5)), rtol=1e-4)
     assert np.all(np.sqrt(var / (var + 1e-5)) > 0.99)  # ≈ unit std: ε is small here
+
+
+@pytest.mark.parametrize("cls,kwargs,shape", CASES, ids=IDS)
+def test_kernel_fan_in_counts_what_each_output_channel_standardizes_over(cls, kwargs, shape):
+    layer = cls(**kwargs)
+    layer.build(shape)
+    kernel_shape = tuple(layer.kernel.shape)
+    depthwise = cls is WSDepthwiseConv2D
+    # NumPy: the size of one output channel's slice of the kernel
+    if depthwise:
+        expected = np.zeros(kernel_shape)[..., 0, 0].size
+    else:
+        expected = np.zeros(kernel_shape)[..., 0].size
+    assert kernel_fan_in(kernel_shape, depthwise=depthwise) == expected
+    assert kernel_fan_in((3, 3, 16, 32)) == 144
+    assert kernel_fan_in((3, 3, 16, 2), depthwise=True) == 9
+    assert kernel_fan_in((1, 1, 1, 8)) == 1
 
 
 def test_constant_kernel_stays_finite_and_fan_in_one_raises():
