@@ -17,33 +17,13 @@ import sys
 import time
 
 
-def quiet_tensorflow():
-    """Keep TensorFlow's C++ start-up chatter off the terminal (call before importing keras)."""
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-
-
 def import_keras_quietly():
-    """Import keras and touch the device once with file descriptor 2 pointed at /dev/null.
+    """Import normswap and keras with TensorFlow's native start-up lines kept off stderr
+    (normswap's own `_quiet.py`, asked for with NORMSWAP_QUIET=1); returns keras."""
+    os.environ["NORMSWAP_QUIET"] = "1"
+    import normswap  # noqa: F401 - imports keras quietly, touching the device once
 
-    TensorFlow's native runtime writes its start-up lines (oneDNN, CUDA probes) straight to
-    descriptor 2, before any Python setting applies. Python errors raised by the import
-    still show: they are printed after descriptor 2 is restored.
-    """
-    quiet_tensorflow()
-    sys.stderr.flush()
-    saved = os.dup(2)
-    devnull = os.open(os.devnull, os.O_WRONLY)
-    try:
-        os.dup2(devnull, 2)
-        import keras
-
-        keras.ops.convert_to_numpy(keras.ops.zeros((1,)))
-    finally:
-        sys.stderr.flush()
-        os.dup2(saved, 2)
-        os.close(saved)
-        os.close(devnull)
-    return keras
+    return sys.modules["keras"]
 
 
 def interleave(cases, rounds, *, warmup=1, inner=1, between=None, progress=None):

@@ -18,9 +18,9 @@ distillation). Goals: calibration alone keeps ≥ 95 % of the original accuracy 
 and layernorm; ≤ 500 distillation steps (default options) keep ≥ 99 % for every target.
 Also shown: groupnorm with groups=8 and groups=2 against "auto".
 
-Part B, cost: the time of calibration (normswap.calibrate.calibrate alone, measured inside
-normswap.convert; and the whole extra time of convert with calibration_data) against one
-forward pass of the original plus the converted model over the same samples
+Part B, cost: the time of calibration (normswap.calibration.calibrate.calibrate alone,
+measured inside normswap.convert; and the whole extra time of convert with calibration_data)
+against one forward pass of the original plus the converted model over the same samples
 (model.predict, batch 64, warm), on ResNet-8 (100 samples) and on a ResNet50 (weights=None,
 64×64×3 input, 10 classes, non-trivial BN statistics; 256 random samples). Goal: ≤ 3×.
 Runs alternate (plain convert, calibrated convert, forward passes, ...) and each number is
@@ -41,6 +41,9 @@ import sys
 import time
 import warnings
 from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import _timing  # noqa: E402
 
 REPO = Path(__file__).resolve().parent.parent
 REALMODELS = Path(os.environ.get("NORMSWAP_REALMODELS", "/work/shared/realmodels"))
@@ -81,7 +84,8 @@ def parse_args(argv=None):
     parser.add_argument("--realmodels", type=Path, default=REALMODELS,
                         help=f"folder holding {RESNET8_FILE} and {CIFAR_FILE}")
     parser.add_argument("--calibrate-from", metavar="FILE.py", type=Path,
-                        help="use the calibrate() of this file instead of normswap.calibrate's "
+                        help="use the calibrate() of this file instead of "
+                             "normswap.calibration.calibrate's "
                              "(to measure a candidate change of calibrate.py on the same run)")
     args = parser.parse_args(argv)
     args.parts = args.parts.upper()
@@ -103,20 +107,7 @@ def parse_args(argv=None):
 
 def import_quietly():
     """Import keras and normswap with TensorFlow's native start-up lines kept off stderr."""
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-    sys.stderr.flush()
-    saved, devnull = os.dup(2), os.open(os.devnull, os.O_WRONLY)
-    try:
-        os.dup2(devnull, 2)
-        import keras
-
-        keras.ops.convert_to_numpy(keras.ops.zeros((1,)))
-        import normswap  # noqa: F401
-    finally:
-        sys.stderr.flush()
-        os.dup2(saved, 2)
-        os.close(saved)
-        os.close(devnull)
+    keras = _timing.import_keras_quietly()
     if keras.backend.backend() == "tensorflow":
         import tensorflow as tf
 
@@ -127,15 +118,15 @@ def import_quietly():
 
 def use_calibrate_from(path):
     """Make normswap.convert use `calibrate` from the Python file `path` (a patched copy of
-    normswap/calibrate.py)."""
+    normswap/calibration/calibrate.py)."""
     import importlib.util
 
-    import normswap.calibrate
+    import normswap.calibration.calibrate
 
     spec = importlib.util.spec_from_file_location("candidate_calibrate", path)
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
-    normswap.calibrate.calibrate = module.calibrate
+    normswap.calibration.calibrate.calibrate = module.calibrate
 
 
 def consoles():
@@ -248,7 +239,7 @@ def predictions(model, x):
 
 def part_a(subjects, args, log):
     import normswap
-    from normswap.distill import DEFAULT_LEARNING_RATE
+    from normswap.calibration.distill import DEFAULT_LEARNING_RATE
 
     variants = distill_variants(args, DEFAULT_LEARNING_RATE)
     ws_options = (False,) if args.quick else (False, True)
@@ -282,7 +273,7 @@ def part_a(subjects, args, log):
                                               distill_options=dict(options))
                     entry = measure(result.model)
                     entry.update(steps=args.steps, seconds=time.perf_counter() - began,
-                                 **{k: result.report.calibration["distillation"][k]
+                                 **{k: result.report.distillation[k]
                                     for k in ("first_loss", "last_loss")})
                     row["distilled"][label] = entry
                 rows.append(row)
@@ -428,14 +419,14 @@ def print_part_a(results, subjects, args, out):
 
 
 class CalibrateTimer:
-    """Wraps normswap.calibrate.calibrate so that each call's duration is recorded.
+    """Wraps normswap.calibration.calibrate.calibrate so that each call's duration is recorded.
 
     normswap.convert imports `calibrate` from its module at call time, so replacing the
     module attribute is enough; `restore()` puts the original back.
     """
 
     def __init__(self):
-        import normswap.calibrate as module
+        import normswap.calibration.calibrate as module
 
         self.module, self.original, self.seconds = module, module.calibrate, []
         self.profile = None
@@ -562,7 +553,8 @@ def print_part_b(results, out):
 
     table = Table(title="Calibration time against one forward pass of the original + converted "
                         f"model (median of rounds; goal ≤ {TIME_GOAL:g}×)",
-                  caption="calibrate(): normswap.calibrate.calibrate alone, timed inside convert. "
+                  caption="calibrate(): normswap.calibration.calibrate.calibrate alone, "
+                          "timed inside convert. "
                           "convert Δ: convert(calibration_data=x) − convert() (also runs the "
                           "fidelity check on the samples). forward: model.predict(x, batch 64), "
                           "warm.")

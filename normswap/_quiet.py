@@ -4,7 +4,8 @@ TensorFlow's C++ runtime writes start-up lines (oneDNN, CUDA probes, cuInit fail
 machines without a GPU) straight to file descriptor 2, before any Python logging setting
 applies. The command promises one clear line on stderr per failure, so while it imports
 Keras and initialises the device it points descriptor 2 at /dev/null. Library users
-(`import normswap` in their own program) see TensorFlow exactly as they would without us.
+(`import normswap` in their own program) see TensorFlow exactly as they would without us,
+unless they set NORMSWAP_QUIET=1 before the import (the benchmarks do).
 """
 
 import contextlib
@@ -15,6 +16,12 @@ import sys
 def running_as_command():
     """True in the `normswap` console command, unless --debug asks to see everything."""
     return os.path.basename(sys.argv[0] or "") == "normswap" and "--debug" not in sys.argv
+
+
+def quiet_wanted():
+    """Whether importing normswap should keep TensorFlow's native lines off stderr: in the
+    command (`running_as_command`), or when the environment sets NORMSWAP_QUIET=1."""
+    return running_as_command() or os.environ.get("NORMSWAP_QUIET") == "1"
 
 
 @contextlib.contextmanager
@@ -38,7 +45,7 @@ def native_stderr_silenced(enabled=True):
 
 def import_keras_quietly():
     """Import Keras (and its backend) and touch the device once, silently in the command."""
-    quiet = running_as_command()
+    quiet = quiet_wanted()
     with native_stderr_silenced(quiet):
         import keras
 

@@ -18,6 +18,7 @@ import warnings
 import click
 from rich.console import Console
 
+from normswap.defaults import CALIBRATION_SAMPLES
 from normswap.errors import NormswapError, UsageError
 
 stderr = Console(stderr=True)
@@ -72,11 +73,20 @@ def cli():
     """
 
 
-def _load(source, weights, custom_objects):
+def _load(source, weights, custom_objects, unsafe=False):
     from normswap import saving
 
     objects = saving.load_custom_objects(custom_objects) if custom_objects else None
-    return saving.load_model(source, weights=weights, custom_objects=objects)
+    return saving.load_model(source, weights=weights, custom_objects=objects,
+                             safe_mode=not unsafe)
+
+
+def _unsafe_option(command):
+    """--unsafe: load a file holding Python code (Lambda layers), which is refused by default."""
+    return click.option(
+        "--unsafe", is_flag=True,
+        help="Load a model file even if it holds Python code (Lambda layers), which runs "
+             "while loading: only for files you trust.")(command)
 
 
 @cli.command("convert")
@@ -99,7 +109,8 @@ def _load(source, weights, custom_objects):
               help="Unlabelled samples (.npz/.npy) to re-fit the new layers on.")
 @click.option("--calibrate-key",
               help="Array name in the --calibrate .npz (default: its first array).")
-@click.option("--calibrate-samples", type=click.IntRange(min=1), default=256, show_default=True,
+@click.option("--calibrate-samples", type=click.IntRange(min=1), default=CALIBRATION_SAMPLES,
+              show_default=True,
               help="Samples used for calibration.")
 @click.option("--recalibrate-stats", is_flag=True,
               help="Re-estimate moving statistics on the samples (new domain).")
@@ -120,11 +131,12 @@ def _load(source, weights, custom_objects):
               help="For keras:<Application>: imagenet, none, or a weights file.")
 @click.option("--custom-objects", type=click.Path(),
               help="A Python file defining the model's custom layers.")
+@_unsafe_option
 @click.option("--debug", is_flag=True, help="Show tracebacks and TensorFlow's own messages.")
 def convert_command(model, target, output, groups, only, skip, exact, ws, switch_init,
                     calibrate_file, calibrate_key, calibrate_samples, recalibrate_stats,
                     distill_steps, distill_sites, eval_file, eval_key, seed, dry_run,
-                    as_json, force, weights, custom_objects, debug):
+                    as_json, force, weights, custom_objects, unsafe, debug):
     """Convert MODEL (a .keras / .h5 file or keras:<Application>) and write it to OUTPUT."""
     import normswap
     from normswap.report import render, site_table
@@ -138,7 +150,7 @@ def convert_command(model, target, output, groups, only, skip, exact, ws, switch
     if distill_sites:
         data["distill_options"] = {"match_sites": True}
     with _step(f"Loading {model}", as_json):
-        loaded = _load(model, weights, custom_objects)
+        loaded = _load(model, weights, custom_objects, unsafe)
     if dry_run:
         plan = normswap.plan(loaded, target, only=only, skip=skip, exact=exact, ws=ws, **options)
         if as_json:
@@ -207,14 +219,13 @@ def _accuracy(original, converted, samples, labels):
     """Top-1 accuracy of both models on labelled --eval samples (classifiers only)."""
     if samples is None or labels is None or len(labels) != len(samples):
         return None
-    from normswap.verify import outputs_of
+    from normswap.verify import is_classifier_output, outputs_of, top1_accuracy
 
     old, new = outputs_of(original, samples)[0], outputs_of(converted, samples)[0]
-    if old.ndim != 2 or old.shape[1] < 2:
+    if not is_classifier_output(old):
         return None
-    return {"samples": int(len(labels)),
-            "original": float((old.argmax(1) == labels).mean()),
-            "converted": float((new.argmax(1) == labels).mean())}
+    return {"samples": int(len(labels)), "original": top1_accuracy(old, labels),
+            "converted": top1_accuracy(new, labels)}
 
 
 @cli.command("inspect")
@@ -222,15 +233,16 @@ def _accuracy(original, converted, samples, labels):
 @click.option("--json", "as_json", is_flag=True, help="Print a JSON object with a `sites` list.")
 @click.option("--weights", default="imagenet", show_default=True, help="For keras:<Application>.")
 @click.option("--custom-objects", type=click.Path(), help="A Python file defining custom layers.")
+@_unsafe_option
 @click.option("--debug", is_flag=True, help="Show tracebacks.")
-def inspect_command(model, as_json, weights, custom_objects, debug):
+def inspect_command(model, as_json, weights, custom_objects, unsafe, debug):
     """List the BatchNormalization sites of MODEL and their neighbourhoods."""
     from rich.table import Table
 
     from normswap.graph import find_sites
 
     with _step(f"Loading {model}", as_json):
-        loaded = _load(model, weights, custom_objects)
+        loaded = _load(model, weights, custom_objects, unsafe)
     sites = find_sites(loaded)
     if as_json:
         payload = {"model": loaded.name, "params": loaded.count_params(),

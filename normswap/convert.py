@@ -1,19 +1,22 @@
-"""The public entry points: plan, convert and swap."""
+"""The public entry points: plan, convert and swap.
+
+One conversion, as data flowing through: load → plan (graph.py, plan.py) → replace (each
+target) → rebuild (rewrite.py) → calibrate / distill (calibration/) → verify → report.
+"""
 
 import dataclasses
 
 import keras
 
+from normswap.defaults import CALIBRATION_SAMPLES
 from normswap.errors import NothingToConvertError, UsageError
 from normswap.plan import make_plan
-from normswap.report import Report
+from normswap.replay import IDENTITY
+from normswap.report import Report, build_report
 from normswap.rewrite import rebuild
 from normswap.samples import input_batches
-from normswap.targets import IDENTITY
 from normswap.verify import verify as verify_models
 from normswap.ws import ws_counterpart
-
-DEFAULT_CALIBRATION_SAMPLES = 256
 
 
 @dataclasses.dataclass
@@ -24,41 +27,52 @@ class Conversion:
     report: Report
 
 
-def _as_model(model, custom_objects=None):
+def _as_model(model, custom_objects=None, safe_mode=True):
     if isinstance(model, keras.Model):
         return model
     from normswap.saving import load_model  # a path or keras:<Name>
-    return load_model(model, custom_objects=custom_objects)
+
+    return load_model(model, custom_objects=custom_objects, safe_mode=safe_mode)
 
 
-def plan(model, target, *, only=None, skip=None, exact=False, ws=False, **options):
+def plan(model, target, *, only=None, skip=None, exact=False, ws=False, custom_objects=None,
+         safe_mode=True, **options):
     """The plan of a conversion (per site: target, parameters, or why skipped), no model built."""
-    return make_plan(_as_model(model), target, only=only, skip=skip, exact=exact, ws=ws,
-                     **options)
+    return make_plan(_as_model(model, custom_objects, safe_mode), target, only=only, skip=skip,
+                     exact=exact, ws=ws, **options)
 
 
-def _apply(site_plan):
+def _replace(site_plan):
+    """The site's Replacement, with the producer made Weight-Standardized where planned."""
     site = site_plan.site
     replacement = site_plan.target.replace(site, site_plan.params)
-    site_plan.carried = replacement.carried
-    site_plan.notes += replacement.notes
-    new = replacement.layers[site.layer]
-    site_plan.new_class = "(removed)" if new is IDENTITY else type(new).__name__
+    if not site_plan.ws:
+        return replacement
     layers = dict(replacement.layers)
-    if site_plan.ws:
-        layers[site.producer] = ws_counterpart(site, layers.get(site.producer))
-        site_plan.notes.append(f"'{site.producer.name}' → {type(layers[site.producer]).__name__}")
-    return layers
+    layers[site.producer] = ws_counterpart(site, layers.get(site.producer))
+    note = f"'{site.producer.name}' → {type(layers[site.producer]).__name__}"
+    return dataclasses.replace(replacement, layers=layers, notes=replacement.notes + [note])
+
+
+def _check_selection(model, the_plan):
+    if not the_plan.sites:
+        raise NothingToConvertError(
+            f"No BatchNormalization found in '{model.name}': nothing to convert.")
+    if not the_plan.swapped:
+        raise NothingToConvertError(
+            f"None of the {len(the_plan.sites)} BatchNormalization sites of "
+            f"'{model.name}' was selected or convertible: nothing to convert.")
 
 
 def convert(model, target, *, only=None, skip=None, exact=False, ws=False,
-            calibration_data=None, calibration_samples=DEFAULT_CALIBRATION_SAMPLES,
+            calibration_data=None, calibration_samples=CALIBRATION_SAMPLES,
             recalibrate_stats=False, distill_steps=0, distill_options=None, eval_data=None,
-            probe=None, progress=False, **options):
+            probe=None, progress=False, custom_objects=None, safe_mode=True, **options):
     """Swap every selected BatchNormalization of `model` for `target`, carry, verify.
 
     Args:
-        model: a keras.Model (left untouched), or a path / `keras:<Name>` to load.
+        model: a keras.Model (left untouched), or a path / `keras:<Name>` to load
+            (with `custom_objects` and `safe_mode` as in `normswap.load_model`).
         target: a target name (`normswap.all_targets()`) or a layer class.
         only, skip: layer-name glob patterns selecting the BN sites.
         exact: require a conversion that reproduces the model at inference.
@@ -69,24 +83,19 @@ def convert(model, target, *, only=None, skip=None, exact=False, ws=False,
         recalibrate_stats: with calibration data, also re-estimate the moving statistics
             of batch-dependent replacements on the samples.
         distill_steps: fine-tune the new model this many steps to match the original's
-            outputs on the calibration samples (`distill_options`: see distill.py).
+            outputs on the calibration samples (`distill_options`: see calibration/distill.py).
         eval_data: samples the end-to-end fidelity is measured on (default: the calibration
             samples, else a generated probe batch; the report says which).
         probe: the batch exact conversions are verified on (default: generated).
         **options: target options, e.g. groups=8, switch_init="uniform".
 
-    Returns a `Conversion` with `.model` and `.report`. Raises NormswapError when there is
-    nothing to convert or when an exact conversion does not reproduce the original.
+    Returns a `Conversion` with `.model` and `.report`. Raises NothingToConvertError when
+    there is nothing to convert and VerificationError when an exact conversion does not
+    reproduce the original.
     """
-    model = _as_model(model)
+    model = _as_model(model, custom_objects, safe_mode)
     the_plan = make_plan(model, target, only=only, skip=skip, exact=exact, ws=ws, **options)
-    if not the_plan.sites:
-        raise NothingToConvertError(
-            f"No BatchNormalization found in '{model.name}': nothing to convert.")
-    if not the_plan.swapped:
-        raise NothingToConvertError(
-            f"None of the {len(the_plan.sites)} BatchNormalization sites of "
-            f"'{model.name}' was selected or convertible: nothing to convert.")
+    _check_selection(model, the_plan)
     calibration_batches = eval_batches = None
     if calibration_data is not None:
         calibration_batches = input_batches(model, calibration_data, samples=calibration_samples,
@@ -95,20 +104,18 @@ def convert(model, target, *, only=None, skip=None, exact=False, ws=False,
         raise UsageError("Distillation and statistics re-estimation need calibration_data.")
     if eval_data is not None:
         eval_batches = input_batches(model, eval_data, what="evaluation data")
-    edits = {}
-    for site_plan in the_plan.swapped:
-        edits.update({id(old): new for old, new in _apply(site_plan).items()})
+    replacements = {id(sp.site.layer): _replace(sp) for sp in the_plan.swapped}
+    edits = {id(old): new for r in replacements.values() for old, new in r.layers.items()}
     new_model, layer_map = rebuild(model, edits)
-    calibration = None
+    calibration = fits = distillation = None
     if calibration_batches is not None:
-        from normswap.calibrate import calibrate
+        from normswap.calibration.calibrate import calibrate
 
-        calibration = calibrate(model, layer_map, the_plan.swapped, calibration_batches,
-                                recalibrate_stats=recalibrate_stats)
+        calibration, fits = calibrate(model, layer_map, the_plan.swapped, calibration_batches,
+                                      recalibrate_stats=recalibrate_stats)
         if distill_steps:
-            calibration["distillation"] = _distill(model, new_model, the_plan, layer_map,
-                                                   calibration_batches, distill_steps,
-                                                   progress, dict(distill_options or {}))
+            distillation = _distill(model, new_model, the_plan, layer_map, calibration_batches,
+                                    distill_steps, progress, dict(distill_options or {}))
     is_exact = (all(sp.exact for sp in the_plan.swapped) and not recalibrate_stats
                 and not distill_steps)
     samples = eval_batches or calibration_batches
@@ -117,15 +124,15 @@ def convert(model, target, *, only=None, skip=None, exact=False, ws=False,
     else:  # an inexact conversion is measured on real samples, not on the probe as well
         fidelity = verify_models(model, new_model, samples, exact=False,
                                  source="eval" if eval_batches else "calibration")
-    report = Report(model=model.name, target=the_plan.target.name, sites=the_plan.sites,
-                    params_before=model.count_params(), params_after=new_model.count_params(),
-                    exact=is_exact, fidelity=fidelity, calibration=calibration)
+    report = build_report(model, new_model, the_plan, replacements, exact=is_exact,
+                          fidelity=fidelity, fits=fits, calibration=calibration,
+                          distillation=distillation)
     return Conversion(model=new_model, report=report)
 
 
 def _distill(model, new_model, the_plan, layer_map, batches, steps, progress, options):
     """Distillation, with the swapped sites' outputs matched too if `match_sites=True`."""
-    from normswap.distill import distill
+    from normswap.calibration.distill import distill
 
     pairs, unmatched = [], 0
     if options.pop("match_sites", False):
@@ -146,7 +153,7 @@ def site_pairs(the_plan, layer_map):
     pairs, unmatched = [], 0
     for site_plan in the_plan.swapped:
         site, new = site_plan.site, layer_map.get(id(site_plan.site.layer))
-        if site_plan.exact or isinstance(new, str):
+        if site_plan.exact or new is IDENTITY:
             continue
         if len(site.path) != 2:
             unmatched += 1

@@ -8,19 +8,17 @@ exact, the first 250 of those digits serve as unlabelled calibration samples and
 
 import json
 
-import numpy as np
-
 import normswap
 from normswap.demo_data import load_demo_digits, load_demo_model
 from normswap.report import render
+from normswap.verify import outputs_of, top1_accuracy
 
 CALIBRATION_DIGITS = 250
 
 
 def accuracy(model, x, y):
     """Top-1 accuracy of `model` on (x, y), as a fraction."""
-    predictions = np.asarray(model.predict(x, batch_size=250, verbose=0))
-    return float(np.mean(predictions.argmax(axis=-1) == y))
+    return top1_accuracy(outputs_of(model, x)[0], y)
 
 
 def run_demo(target="groupnorm", *, calibrate=True, as_json=False, console=None):

@@ -1,9 +1,10 @@
 """Model -> networkx graph of layer calls, and the BatchNormalization sites in it.
 
-Every call of a layer inside a Functional or Sequential model is one graph node (keyed by
-the Keras `Node` object's id). Nested models are walked at any depth: the call of a nested
-model is a node of its parent's graph, and the nested model's own calls are nodes too, tagged
-with the nested model's path. Edges follow tensors inside one model's graph.
+Every call inside a Functional or Sequential model — of a layer, a nested model or a raw
+keras.ops operation — is one graph node (keyed by the Keras `Node` object's id), found by
+replaying the model (`replay.Replay`). Nested models are walked at any depth: the call of a
+nested model is a node of its parent's graph, and the nested model's own calls are nodes
+too, tagged with the nested model's path. Edges follow tensors inside one model's graph.
 
 For every BatchNormalization layer the walk yields one `BNSite` that knows its producer (the
 layer whose output it normalizes), whether that producer feeds anything else, its consumers,
@@ -16,6 +17,7 @@ import keras
 import networkx as nx
 
 from normswap.errors import UnsupportedModelError, UsageError
+from normswap.replay import Replay, call_values, is_graph_model, model_inputs, model_outputs
 
 RELU_NAMES = ("relu",)
 GLOBAL_POOLING = (keras.layers.GlobalAveragePooling1D, keras.layers.GlobalAveragePooling2D,
@@ -86,33 +88,6 @@ class BNSite:
         }
 
 
-def is_graph_model(layer):
-    """True for models normswap can rewrite: Functional (incl. Sequential built on an input)."""
-    return isinstance(layer, keras.Model) and _functional_of(layer) is not None
-
-
-def _functional_of(model):
-    if isinstance(model, keras.Sequential):
-        return getattr(model, "_functional", None)
-    if hasattr(model, "_nodes_by_depth"):
-        return model
-    return None
-
-
-def model_nodes(model):
-    """The call nodes of a graph model, inputs first (a topological order)."""
-    functional = _functional_of(model)
-    nodes = []
-    for depth in sorted(functional._nodes_by_depth, reverse=True):
-        nodes.extend(n for n in functional._nodes_by_depth[depth] if not n.is_input)
-    return nodes
-
-
-def _producing_node(tensor):
-    history = tensor._keras_history
-    return history.operation._inbound_nodes[history.node_index]
-
-
 def _is_relu(layer):
     if isinstance(layer, keras.layers.ReLU):
         return (layer.max_value is None and float(layer.negative_slope) == 0.0
@@ -131,43 +106,62 @@ def _refuse_subclassed(model, path):
         "models only. Rebuild it with the functional API, or swap its layers in its code.")
 
 
-def build_graph(model):
-    """A networkx DiGraph of every layer call in `model` and its nested models.
+class _GraphBuilder(Replay):
+    """A replay whose values are the graph nodes that produced each tensor (None for a
+    model input): every call becomes a node, every tensor read an edge."""
 
-    Node attributes: `layer`, `scope` (path of the model whose graph holds the call),
-    `node` (the Keras Node). Edge attribute `boundary=True` marks a tensor crossing
-    into or out of a nested model.
+    def __init__(self):
+        self.graph = nx.DiGraph()
+        self.scope = ()
+        self.output_ids = set()
+        self.seen = set()
+
+    def add_model(self, model, scope):
+        saved = self.scope, self.output_ids
+        self.scope = scope
+        self.output_ids = {id(t) for t in model_outputs(model)}
+        self.run(model, [None] * len(model_inputs(model)))
+        self.scope, self.output_ids = saved
+
+    def _add_call(self, node, args, kwargs):
+        key = id(node)
+        self.graph.add_node(key, layer=node.operation, scope=self.scope, node=node,
+                            is_output=any(id(t) in self.output_ids for t in node.outputs))
+        for parent in call_values(node, args, kwargs):
+            if parent is not None:
+                self.graph.add_edge(parent, key)
+        return [key] * len(node.outputs)
+
+    def call_operation(self, node, args, kwargs):
+        operation = node.operation
+        if isinstance(operation, keras.Model) and _contains_batchnorm(operation):
+            _refuse_subclassed(operation, self.scope + (operation.name,))
+        return self._add_call(node, args, kwargs)
+
+    def call_model(self, node, model, args, kwargs):
+        keys = self._add_call(node, args, kwargs)
+        if id(model) not in self.seen:  # a nested model called twice is walked once
+            self.seen.add(id(model))
+            self.add_model(model, self.scope + (model.name,))
+        return keys
+
+
+def build_graph(model):
+    """A networkx DiGraph of every call in `model` and its nested models.
+
+    Node attributes: `layer` (the operation called: a layer, a nested model or a raw
+    keras.ops operation), `scope` (path of the model whose graph holds the call), `node`
+    (the Keras Node), `is_output` (the call produces an output of that model). Edges
+    follow tensors inside one model's graph; a nested model's own calls are nodes too,
+    walked once however often the model is called.
     """
     if not is_graph_model(model):
         if isinstance(model, keras.Model):
             _refuse_subclassed(model, ())
         raise UsageError(f"Expected a Keras model, got {type(model).__name__}.")
-    graph = nx.DiGraph()
-    _add_model(graph, model, (model.name,), seen=set())
-    return graph
-
-
-def _add_model(graph, model, scope, seen):
-    functional = _functional_of(model)
-    outputs = {id(t) for t in functional.outputs}
-    for node in model_nodes(model):
-        layer = node.operation
-        key = id(node)
-        graph.add_node(key, layer=layer, scope=scope, node=node,
-                       is_output=any(id(t) in outputs for t in node.outputs))
-        for tensor in node.input_tensors:
-            parent = _producing_node(tensor)
-            if not parent.is_input:
-                graph.add_edge(id(parent), key, tensor=id(tensor))
-        if isinstance(layer, keras.Model):
-            if not is_graph_model(layer):
-                if _contains_batchnorm(layer):
-                    _refuse_subclassed(layer, scope + (layer.name,))
-                continue
-            if id(layer) in seen:
-                continue
-            seen.add(id(layer))
-            _add_model(graph, layer, scope + (layer.name,), seen)
+    builder = _GraphBuilder()
+    builder.add_model(model, (model.name,))
+    return builder.graph
 
 
 def _contains_batchnorm(layer):

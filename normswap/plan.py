@@ -1,7 +1,8 @@
 """BN sites + target + options -> a plan: per site, what will change, or why it will not.
 
-The plan is built without touching the model; `normswap --dry-run` prints it and stops,
-and the report of a conversion is the plan with its outcome filled in.
+The plan is built without touching the model; `normswap --dry-run` prints it and stops.
+A conversion never changes its plan: the report (`report.py`) is built from the plan and
+the outcome of each step.
 """
 
 import dataclasses
@@ -10,6 +11,7 @@ import fnmatch
 from normswap.errors import UsageError
 from normswap.graph import find_sites
 from normswap.targets import all_targets, get_target
+from normswap.ws import ws_note
 
 SWAP, FALLBACK, SKIP = "swap", "fallback", "skip"
 
@@ -23,11 +25,7 @@ class SitePlan:
     params: dict
     action: str
     reason: str = None
-    carried: list = dataclasses.field(default_factory=list)
     notes: list = dataclasses.field(default_factory=list)
-    new_class: str = None
-    fidelity: dict = None  # per-site fidelity, filled by calibration when it runs
-
     ws: bool = False  # the producer conv becomes its weight-standardized counterpart
 
     @property
@@ -39,18 +37,16 @@ class SitePlan:
             "path": self.site.name,
             "action": self.action,
             "from": type(self.site.layer).__name__,
-            "to": self.new_class or (self.target.name if self.target else None),
+            "to": self.target.name if self.target else None,
             "target": self.target.name if self.target else None,
             "params": self.params,
-            "carried": self.carried,
             "exact": self.exact,
             "ws": self.ws,
             "reason": self.reason,
-            "notes": self.notes,
+            "notes": list(self.notes),
             "channels": self.site.channels,
             "rank": self.site.rank,
             "producer": self.site.producer.name if self.site.producer is not None else None,
-            "fidelity": self.fidelity,
         }
 
 
@@ -63,10 +59,6 @@ class Plan:
     @property
     def swapped(self):
         return [s for s in self.sites if s.target is not None]
-
-    @property
-    def skipped(self):
-        return [s for s in self.sites if s.target is None]
 
     def to_dict(self):
         return {"target": self.target.name, "options": _jsonable(self.options),
@@ -105,8 +97,7 @@ def _selection_skip(site, only, skip):
     return None
 
 
-def make_plan(model, target, *, only=None, skip=None, exact=False, ws=False, sites=None,
-              **options):
+def make_plan(model, target, *, only=None, skip=None, exact=False, ws=False, **options):
     """Decide every BN site's fate. Raises UsageError for unknown options or targets."""
     target = get_target(target)
     defaults = known_options()
@@ -121,13 +112,7 @@ def make_plan(model, target, *, only=None, skip=None, exact=False, ws=False, sit
         raise UsageError(f"ws=True standardizes the convs that feed a normalization, but "
                          f"'{target.name}' removes the normalization.")
     only, skip = _patterns(only), _patterns(skip)
-    sites = find_sites(model) if sites is None else sites
-    plans = [_plan_site(site, target, options, only, skip) for site in sites]
-    if ws:
-        from normswap.ws import plan_ws
-
-        for site_plan in plans:
-            plan_ws(site_plan)
+    plans = [_plan_site(site, target, options, only, skip, ws) for site in find_sites(model)]
     return Plan(target=target, options={**options, "exact": exact, "ws": ws}, sites=plans)
 
 
@@ -144,17 +129,23 @@ def _exact_options(target, options, ws):
     return exact_options
 
 
-def _plan_site(site, target, options, only, skip):
+def _plan_site(site, target, options, only, skip, ws):
     reason = _selection_skip(site, only, skip)
     if reason:
         return SitePlan(site, None, {}, SKIP, reason)
     refusal = target.check(site, options)
     if refusal is None:
-        return SitePlan(site, target, target.parameters(site, options), SWAP,
-                        notes=target.warnings(site))
-    if refusal.fallback:
+        site_plan = SitePlan(site, target, target.parameters(site, options), SWAP,
+                             notes=target.warnings(site))
+    elif refusal.fallback and get_target(refusal.fallback).check(site, options) is None:
         fallback = get_target(refusal.fallback)
-        if fallback.check(site, options) is None:
-            return SitePlan(site, fallback, fallback.parameters(site, options), FALLBACK,
-                            f"{refusal.reason}; used {fallback.name}")
-    return SitePlan(site, None, {}, SKIP, refusal.reason)
+        site_plan = SitePlan(site, fallback, fallback.parameters(site, options), FALLBACK,
+                             f"{refusal.reason}; used {fallback.name}")
+    else:
+        return SitePlan(site, None, {}, SKIP, refusal.reason)
+    if ws and site_plan.target.normalizes:
+        note = ws_note(site)
+        site_plan.ws = note is None
+        if note:
+            site_plan.notes.append(note)
+    return site_plan

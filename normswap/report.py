@@ -1,24 +1,55 @@
-"""The per-site report of a conversion: a rich table for people, a dict/JSON for programs."""
+"""The per-site report of a conversion: a rich table for people, a dict/JSON for programs.
+
+A report is built from the plan and what each step returned (the targets' replacements,
+calibration's per-site fits, distillation's summary, the verification), never by editing
+the plan: `build_report(...)`.
+"""
 
 import dataclasses
-import json
 
 from rich.console import Console
 from rich.table import Table
 
 from normswap.plan import FALLBACK, SKIP
+from normswap.replay import IDENTITY
+
+
+@dataclasses.dataclass(frozen=True)
+class SiteReport:
+    """One BN site after the conversion: its plan and its outcome."""
+
+    plan: object  # the SitePlan
+    new_class: str = None  # class of what now stands in the BN's place; "(removed)"
+    carried: list = dataclasses.field(default_factory=list)
+    notes: list = dataclasses.field(default_factory=list)
+    params: dict = dataclasses.field(default_factory=dict)  # as converted (and calibrated)
+    fidelity: dict = None  # calibration's R² before/after, when it fitted the site
+
+    site = property(lambda self: self.plan.site)
+    target = property(lambda self: self.plan.target)
+    action = property(lambda self: self.plan.action)
+    reason = property(lambda self: self.plan.reason)
+    ws = property(lambda self: self.plan.ws)
+    exact = property(lambda self: self.plan.exact)
+
+    def to_dict(self):
+        planned = self.plan.to_dict()
+        return {**planned, "to": self.new_class or planned["to"], "params": self.params,
+                "carried": list(self.carried), "notes": list(self.notes),
+                "fidelity": self.fidelity}
 
 
 @dataclasses.dataclass
 class Report:
     model: str
     target: str
-    sites: list  # SitePlan, outcome filled in
+    sites: list  # SiteReport, one per BN site
     params_before: int
     params_after: int
     exact: bool
-    fidelity: object = None  # verify.Fidelity on the probe (or user) batch
-    calibration: dict = None
+    fidelity: object = None  # verify.Fidelity of the whole model
+    calibration: dict = None  # calibration's summary, when it ran
+    distillation: dict = None  # distillation's summary, when it ran
 
     @property
     def swapped(self):
@@ -43,11 +74,38 @@ class Report:
             },
             "fidelity": self.fidelity.to_dict() if self.fidelity else None,
             "calibration": self.calibration,
+            "distillation": self.distillation,
             "sites": [s.to_dict() for s in self.sites],
         }
 
-    def to_json(self):
-        return json.dumps(self.to_dict(), indent=2, default=str)
+
+def _site_report(site_plan, replacement, fit):
+    if replacement is None:
+        return SiteReport(site_plan, notes=list(site_plan.notes), params=dict(site_plan.params))
+    new = replacement.layers[site_plan.site.layer]
+    return SiteReport(
+        site_plan,
+        new_class="(removed)" if new is IDENTITY else type(new).__name__,
+        carried=list(replacement.carried),
+        notes=list(site_plan.notes) + list(replacement.notes) + (fit.notes if fit else []),
+        params=dict(fit.params) if fit else dict(site_plan.params),
+        fidelity=fit.fidelity if fit else None)
+
+
+def build_report(model, new_model, plan, replacements, *, exact, fidelity, fits=None,
+                 calibration=None, distillation=None):
+    """The report of a conversion of `model` into `new_model` following `plan`.
+
+    `replacements`: {id(BN layer): Replacement} of the swapped sites; `fits`: calibration's
+    {id(BN layer): SiteFit}; `calibration`, `distillation`: their summaries.
+    """
+    fits = fits or {}
+    rows = [_site_report(sp, replacements.get(id(sp.site.layer)), fits.get(id(sp.site.layer)))
+            for sp in plan.sites]
+    return Report(model=model.name, target=plan.target.name, sites=rows,
+                  params_before=model.count_params(), params_after=new_model.count_params(),
+                  exact=exact, fidelity=fidelity, calibration=calibration,
+                  distillation=distillation)
 
 
 SYMBOLS = {"gamma": "γ", "beta": "β", "moving_mean": "μ", "moving_variance": "σ²",
@@ -63,22 +121,25 @@ def _params_text(params):
     return text + (" (auto)" if params.get("auto") else "")
 
 
-def site_table(site_plans, title):
-    """A rich table with one row per planned or converted site."""
+def site_table(rows, title):
+    """A rich table with one row per planned (SitePlan) or converted (SiteReport) site."""
     table = Table(title=title, show_lines=False)
-    fitted = any(sp.fidelity for sp in site_plans)
+    fitted = any(getattr(row, "fidelity", None) for row in rows)
     columns = ["BN site", "to", "params", "carried", "exact"] + (["fit R²"] if fitted else [])
     for column in columns + ["note"]:
         table.add_column(column, overflow="fold")
-    for sp in site_plans:
-        note = "; ".join(filter(None, [sp.reason] + list(sp.notes)))
-        to = sp.new_class or (sp.target.name if sp.target else "[dim]kept[/dim]")
-        row = [sp.site.name, to, _params_text(sp.params), _carried_text(sp.carried),
-               "yes" if sp.exact else ("-" if sp.target is None else "no")]
+    for row in rows:
+        note = "; ".join(filter(None, [row.reason] + list(row.notes)))
+        to = (getattr(row, "new_class", None) or (row.target.name if row.target else None)
+              or "[dim]kept[/dim]")
+        cells = [row.site.name, to, _params_text(row.params),
+                 _carried_text(getattr(row, "carried", ())),
+                 "yes" if row.exact else ("-" if row.target is None else "no")]
         if fitted:
-            row.append(f"{sp.fidelity['r2_before']:.2f} → {sp.fidelity['r2_after']:.2f}"
-                       if sp.fidelity else "-")
-        table.add_row(*row, note)
+            fidelity = getattr(row, "fidelity", None)
+            cells.append(f"{fidelity['r2_before']:.2f} → {fidelity['r2_after']:.2f}"
+                         if fidelity else "-")
+        table.add_row(*cells, note)
     return table
 
 
@@ -97,10 +158,10 @@ def render(report, console=None):
                       f"one pass ({c['layer_calls']} layer calls)"
                       + ("; moving statistics re-estimated" if c["recalibrated_stats"] else "")
                       + ".", soft_wrap=True)
-        if "distillation" in c:
-            d = c["distillation"]
-            console.print(f"Distilled {d['steps']} steps ({', '.join(d['loss_kinds'])}): "
-                          f"loss {d['first_loss']:.4g} → {d['last_loss']:.4g}.", soft_wrap=True)
+    if report.distillation:
+        d = report.distillation
+        console.print(f"Distilled {d['steps']} steps ({', '.join(d['loss_kinds'])}): "
+                      f"loss {d['first_loss']:.4g} → {d['last_loss']:.4g}.", soft_wrap=True)
     if report.fidelity is not None:
         f = report.fidelity
         line = (f"Output deviation on {f.samples} {f.source} samples: max {f.max_abs:.3g}, "

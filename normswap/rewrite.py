@@ -1,40 +1,50 @@
 """Rebuild a model with some layers replaced, leaving the original untouched.
 
-`rebuild(model, edits)` replays the model's graph call by call (nested models recursively,
-Sequential models as Sequential), using for every layer either its replacement from `edits`
-(keyed by the original layer's id; IDENTITY drops the call) or a fresh clone with the same
-config and weights. A layer shared by several call sites, or by several nested models, maps
-to one new layer, so sharing survives. Call keyword arguments a replacement's `call` does not
-take (Keras records `mask=None` on BN calls) are not forwarded.
+`rebuild(model, edits)` replays the model's graph (`replay.Replay`) on new inputs. Every
+call uses, for its layer, either the replacement from `edits` (keyed by the original
+layer's id; `IDENTITY` drops the call) or a fresh clone with the same config and weights.
+Raw keras.ops operations (`x + 3.0`, `ops.reshape`, ...) are stateless: the same operation
+is called again. Nested models are rebuilt once and called as layers, so a model or layer
+shared by several call sites maps to one new object and sharing survives; Sequential
+models stay Sequential. Call keyword arguments a replacement's `call` does not take
+(Keras records `mask=None` on BN calls) are not forwarded.
 """
 
-import inspect
-
 import keras
-from keras import tree
 
 from normswap.errors import UnsupportedModelError
-from normswap.graph import _functional_of, is_graph_model, model_nodes
-from normswap.targets import IDENTITY
+from normswap.replay import (
+    IDENTITY,
+    Replay,
+    accepted_kwargs,
+    is_graph_model,
+    model_inputs,
+    pack_inputs,
+    pack_outputs,
+)
 
 
-class _Rebuilder:
+def _new_inputs(model):
+    return [keras.Input(batch_shape=x.shape, dtype=x.dtype, name=x.name)
+            for x in model_inputs(model)]
+
+
+class _Rebuilder(Replay):
     def __init__(self, edits):
         self.edits = edits  # id(original layer) -> new layer or IDENTITY
-        self.clones = {}  # id(original layer) -> new layer
+        self.clones = {}  # id(original layer or model) -> its new counterpart
         self.copies = []  # (original, clone) pairs whose weights are copied afterwards
 
-    def layer_for(self, layer):
+    def counterpart(self, layer):
+        """What stands for `layer` in the new model: its edit, else a clone made once."""
         key = id(layer)
         if key in self.edits:
             return self.edits[key]
         if key not in self.clones:
-            self.clones[key] = self._clone(layer)
+            self.clones[key] = self.model(layer) if is_graph_model(layer) else self._clone(layer)
         return self.clones[key]
 
     def _clone(self, layer):
-        if is_graph_model(layer):
-            return self.model(layer)
         try:
             clone = layer.__class__.from_config(layer.get_config())
         except Exception as error:  # noqa: BLE001 - reported with the layer's name
@@ -45,41 +55,30 @@ class _Rebuilder:
         return clone
 
     def model(self, model):
+        """The new counterpart of a whole graph model."""
         if isinstance(model, keras.Sequential):
-            return self._sequential(model)
-        return self._functional(model)
+            return _SequentialRebuild(self).build(model)
+        inputs = _new_inputs(model)
+        outputs = self.run(model, inputs)
+        return keras.Model(pack_inputs(model, inputs), pack_outputs(model, outputs),
+                           name=model.name, trainable=model.trainable)
 
-    def _sequential(self, model):
-        source = model.inputs[0]
-        layers = [keras.Input(batch_shape=source.shape, dtype=source.dtype, name=source.name)]
-        for layer in model.layers:
-            new = self.layer_for(layer)
-            if new is not IDENTITY:
-                layers.append(new)
-        return keras.Sequential(layers, name=model.name, trainable=model.trainable)
+    def call_operation(self, node, args, kwargs):
+        operation = node.operation
+        if not isinstance(operation, keras.layers.Layer):  # a raw keras.ops operation
+            return super().call_operation(node, args, kwargs)
+        return self._call(operation, args, kwargs)
 
-    def _functional(self, model):
-        functional = _functional_of(model)
-        new_inputs = [keras.Input(batch_shape=x.shape, dtype=x.dtype, name=x.name)
-                      for x in functional.inputs]
-        tensors = {id(old): new for old, new in zip(functional.inputs, new_inputs)}
-        for node in model_nodes(model):
-            args, kwargs = node.arguments.fill_in(tensors)
-            outputs = self._call(node.operation, args, kwargs)
-            for old, new in zip(node.outputs, tree.flatten(outputs)):
-                tensors[id(old)] = new
-        outputs = tree.pack_sequence_as(functional._outputs_struct,
-                                        [tensors[id(x)] for x in functional.outputs])
-        inputs = tree.pack_sequence_as(functional._inputs_struct, new_inputs)
-        return keras.Model(inputs, outputs, name=model.name, trainable=model.trainable)
+    def call_model(self, node, model, args, kwargs):
+        return self._call(model, args, kwargs)
 
     def _call(self, layer, args, kwargs):
-        new = self.layer_for(layer)
+        new = self.counterpart(layer)
         if new is IDENTITY:
-            return args[0]
+            return [args[0]]
         if id(layer) in self.edits:
-            kwargs = _accepted_kwargs(new, kwargs)
-        return new(*args, **kwargs)
+            kwargs = accepted_kwargs(new, kwargs)
+        return keras.tree.flatten(new(*args, **kwargs))
 
     def copy_weights(self):
         for original, clone in self.copies:
@@ -88,16 +87,29 @@ class _Rebuilder:
                 clone.set_weights(weights)
 
 
-def _accepted_kwargs(layer, kwargs):
-    parameters = inspect.signature(layer.call).parameters
-    if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in parameters.values()):
-        return kwargs
-    return {k: v for k, v in kwargs.items() if k in parameters or k == "training"}
+class _SequentialRebuild(Replay):
+    """A Sequential's calls in order, through the rebuilder's counterparts, as a new
+    Sequential (dropped calls leave no layer)."""
 
+    def __init__(self, rebuilder):
+        self.rebuilder = rebuilder
+        self.layers = []
 
-def accepted_kwargs(layer, kwargs):
-    """The call keyword arguments `layer` takes (plus `training`, which Keras routes)."""
-    return _accepted_kwargs(layer, kwargs)
+    def build(self, model):
+        source = model_inputs(model)[0]
+        self.run(model, [None])
+        first = keras.Input(batch_shape=source.shape, dtype=source.dtype, name=source.name)
+        return keras.Sequential([first] + self.layers, name=model.name,
+                                trainable=model.trainable)
+
+    def call_operation(self, node, args, kwargs):
+        new = self.rebuilder.counterpart(node.operation)
+        if new is not IDENTITY:
+            self.layers.append(new)
+        return [None] * len(node.outputs)
+
+    def call_model(self, node, model, args, kwargs):
+        return self.call_operation(node, args, kwargs)
 
 
 def rebuild(model, edits):

@@ -10,9 +10,8 @@ import os
 
 import numpy as np
 
+from normswap.defaults import BATCH_SIZE
 from normswap.errors import UsageError
-
-DEFAULT_BATCH = 64
 
 
 def load_array_file(path, key=None, what="--calibrate"):
@@ -83,7 +82,7 @@ def _as_arrays(batch, model, what):
     return checked
 
 
-def input_batches(model, data, *, samples=None, batch_size=DEFAULT_BATCH, what="samples"):
+def input_batches(model, data, *, samples=None, batch_size=BATCH_SIZE, what="samples"):
     """`data` as a list of batches (lists of arrays, one per input), at most `samples` samples.
 
     Batches are taken in order; a single array is cut into batches of `batch_size`.

@@ -9,7 +9,9 @@ import dataclasses
 import keras
 import numpy as np
 
+from normswap.defaults import BATCH_SIZE
 from normswap.errors import UsageError, VerificationError
+from normswap.replay import pack_inputs
 
 EXACT_TOLERANCE = 1e-4
 PROBE_BATCH = 2
@@ -38,13 +40,10 @@ def as_model_input(model, batch):
         raise UsageError(
             f"The probe batch has {len(arrays)} array(s) but the model has "
             f"{len(model.inputs)} input(s).")
-    structure = getattr(getattr(model, "_functional", model), "_inputs_struct", None)
-    if structure is not None:
-        return keras.tree.pack_sequence_as(structure, arrays)
-    return arrays[0] if len(arrays) == 1 else arrays
+    return pack_inputs(model, arrays)
 
 
-def outputs_of(model, batch, chunk=64):
+def outputs_of(model, batch, chunk=BATCH_SIZE):
     """The model's outputs on `batch` at inference, as a list of float64 arrays.
 
     `batch` is an array, a list of arrays (one per input), or a list of such batches
@@ -90,6 +89,20 @@ class Fidelity:
                 "source": self.source}
 
 
+def is_classifier_output(output):
+    """Whether an output array holds one score per class: (samples, classes ≥ 2)."""
+    return output.ndim == 2 and output.shape[1] > 1
+
+
+def top1_accuracy(output, labels):
+    """The share of rows of a (samples, classes) output whose highest score is the label
+    (`labels`: class indices; another classifier output is compared by its own argmax)."""
+    labels = np.asarray(labels)
+    if labels.ndim == 2:
+        labels = labels.argmax(1)
+    return float(np.mean(np.asarray(output).argmax(1) == labels.ravel()))
+
+
 def compare(old_outputs, new_outputs, source="probe"):
     """Fidelity of `new_outputs` against `old_outputs` (lists of arrays)."""
     if any(not np.all(np.isfinite(y)) for y in new_outputs):
@@ -97,10 +110,8 @@ def compare(old_outputs, new_outputs, source="probe"):
                         source=source)
     deltas = [np.abs(a - b) for a, b in zip(old_outputs, new_outputs)]
     scale = max(1e-6, max(float(np.max(np.abs(a))) for a in old_outputs))
-    top1 = None
     first_old, first_new = old_outputs[0], new_outputs[0]
-    if first_old.ndim == 2 and first_old.shape[1] > 1:
-        top1 = float(np.mean(first_old.argmax(1) == first_new.argmax(1)))
+    top1 = top1_accuracy(first_new, first_old) if is_classifier_output(first_old) else None
     return Fidelity(
         max_abs=max(float(d.max()) for d in deltas),
         mean_abs=float(np.mean(np.concatenate([d.ravel() for d in deltas]))),

@@ -8,9 +8,14 @@ and the conv feeds nothing else.
 """
 
 import keras
-import numpy as np
 
-from normswap.layers.weight_standardization import WSConv1D, WSConv2D, WSConv3D, WSDepthwiseConv2D
+from normswap.layers.weight_standardization import (
+    WSConv1D,
+    WSConv2D,
+    WSConv3D,
+    WSDepthwiseConv2D,
+    kernel_fan_in,
+)
 
 WS_COUNTERPARTS = {
     keras.layers.Conv1D: WSConv1D,
@@ -20,30 +25,20 @@ WS_COUNTERPARTS = {
 }
 
 
-def plan_ws(site_plan):
-    """Mark a planned site for WS of its producer, or note why its producer stays plain."""
-    site = site_plan.site
-    if site_plan.target is None or not site_plan.target.normalizes:
-        return
+def ws_note(site):
+    """None when the producer of `site` can become a WS conv, else the plan note saying why
+    it stays plain."""
     producer = site.producer
     if producer is None or type(producer) not in WS_COUNTERPARTS:
         kind = "no producer" if producer is None else type(producer).__name__
-        site_plan.notes.append(f"ws: not applied ({kind} is not a Conv1D/2D/3D or DepthwiseConv2D)")
-    elif not site.producer_exclusive:
-        site_plan.notes.append(f"ws: not applied ('{producer.name}' also feeds other layers)")
-    elif _fan_in(producer) <= 1:
-        site_plan.notes.append(f"ws: not applied ('{producer.name}' has a fan-in of 1: its "
-                               "standardized kernel would be all zeros)")
-    else:
-        site_plan.ws = True
-
-
-def _fan_in(conv):
-    """Weights per output channel: what WS averages over."""
-    shape = conv.kernel.shape
-    if isinstance(conv, keras.layers.DepthwiseConv2D):
-        return int(np.prod(shape[:-2]))
-    return int(np.prod(shape[:-1]))
+        return f"ws: not applied ({kind} is not a Conv1D/2D/3D or DepthwiseConv2D)"
+    if not site.producer_exclusive:
+        return f"ws: not applied ('{producer.name}' also feeds other layers)"
+    depthwise = isinstance(producer, keras.layers.DepthwiseConv2D)
+    if kernel_fan_in(producer.kernel.shape, depthwise) <= 1:
+        return (f"ws: not applied ('{producer.name}' has a fan-in of 1: its standardized "
+                "kernel would be all zeros)")
+    return None
 
 
 def ws_counterpart(site, source=None):

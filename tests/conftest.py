@@ -6,18 +6,17 @@ from pathlib import Path
 import pytest
 
 
+DATA = Path(__file__).resolve().parent / "data"
+
+
 @pytest.fixture(scope="session")
 def realmodels():
-    """The folder of real trained legacy Keras models (read-only; never write into it).
-
-    Found at `$NORMSWAP_REALMODELS`, else at `<repo root>/../shared/realmodels`. CI always
-    has it, so a missing folder fails the tests that need it instead of skipping them.
-    """
+    """The folder of real trained legacy Keras models made by other people (read-only;
+    never write into it): tests/data/ (see its README), or `$NORMSWAP_REALMODELS`."""
     env = os.environ.get("NORMSWAP_REALMODELS")
-    repo_root = Path(__file__).resolve().parents[1]
-    folder = Path(env) if env else repo_root.parent / "shared" / "realmodels"
+    folder = Path(env) if env else DATA
     if not (folder / "README.md").is_file():
-        pytest.fail(f"the real-models folder is missing: {folder} (set NORMSWAP_REALMODELS)")
+        pytest.fail(f"the real-models folder is missing: {folder}")
     return folder
 
 

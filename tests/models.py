@@ -97,3 +97,43 @@ def affine_free_model():
     x = layers.Conv2D(4, 1, name="conv3")(x)
     x = layers.BatchNormalization(center=False, scale=False, name="neither")(x)
     return randomize_bn(keras.Model(inputs, layers.GlobalAveragePooling2D()(x), name="affine_free"))
+
+
+def randomize_biases(model, seed=0):
+    """Give every conv/dense bias non-zero values, so carry math that drops a bias shows."""
+    rng = np.random.default_rng(seed)
+    for layer in model._flatten_layers(include_self=False, recursive=True):
+        bias = getattr(layer, "bias", None)
+        if bias is not None and not isinstance(layer, layers.BatchNormalization):
+            bias.assign(rng.normal(0, 0.5, bias.shape))
+    return model
+
+
+def raw_ops_model(name="raw_ops"):
+    """Raw keras.ops nodes before, between and after BN sites, and inside a nested model.
+
+    `x * 0.5 + 1` feeds the first conv, a BN's output goes through `ops.relu6(x + 3) / 6`
+    (MobileNetV3's hard-swish gate) before the next conv, a BN reads a raw op directly
+    (no foldable producer), and the head reshapes with ops.
+    """
+    inner_in = keras.Input((6, 6, 8), name="inner_in")
+    y = layers.Conv2D(8, 3, padding="same", name="inner_conv")(inner_in)
+    y = layers.BatchNormalization(name="inner_bn")(y)
+    y = y * keras.ops.sigmoid(y)  # raw ops inside the nested model
+    inner = keras.Model(inner_in, y, name="inner")
+
+    inputs = keras.Input((6, 6, 3), name="image")
+    x = inputs * 0.5 + 1.0
+    x = layers.Conv2D(8, 3, padding="same", name="conv1")(x)
+    x = layers.BatchNormalization(name="bn1")(x)
+    x = x * keras.ops.relu6(x + 3.0) / 6.0
+    x = layers.Conv2D(8, 1, name="conv2")(x)
+    x = keras.ops.multiply(x, 2.0)
+    x = layers.BatchNormalization(name="bn_after_op")(x)
+    x = layers.ReLU(name="relu")(x)
+    x = inner(x)
+    x = keras.ops.mean(x, axis=(1, 2))
+    x = layers.Dense(6, name="fc")(keras.ops.reshape(x, (-1, 8)))
+    x = layers.BatchNormalization(name="fc_bn")(x)
+    outputs = layers.Dense(4, name="logits")(x - 0.1)
+    return randomize_biases(randomize_bn(keras.Model(inputs, outputs, name=name), seed=2))

@@ -14,11 +14,11 @@ student is not left compiled with an optimizer attached (its saved file stays sm
 import keras
 import numpy as np
 
+from normswap.defaults import TRAINING_BATCH_SIZE
 from normswap.samples import concatenated
 from normswap.verify import outputs_of
 
 DEFAULT_LEARNING_RATE = 1e-4
-DEFAULT_BATCH = 32
 
 
 def _is_distribution(output):
@@ -50,7 +50,7 @@ class _Progress(keras.callbacks.Callback):
 
 
 def distill(teacher, student, batches, steps, *, learning_rate=DEFAULT_LEARNING_RATE,
-            batch_size=DEFAULT_BATCH, seed=0, progress=False, site_pairs=()):
+            batch_size=TRAINING_BATCH_SIZE, seed=0, progress=False, site_pairs=()):
     """Train `student` for `steps` steps to match `teacher` on the samples in `batches`.
 
     `site_pairs`: (teacher tensor, student tensor) pairs of the two graphs, e.g. a BN's

@@ -1,24 +1,36 @@
 """Run the original model and its conversion side by side, call by call, in one pass.
 
-The original graph is walked once in topological order (nested models recursively). Each
-tensor carries two values per batch: what the original model computes and what the new
-model computes (through the layer map from `rewrite.rebuild`). A hook sees every swapped
-BN call with both models' inputs before the new layer runs, so it can re-fit that layer
-while everything upstream is already final: errors do not compound, and the cost is one
-forward pass of each model, not one per site.
+The original graph is replayed once (`replay.Replay`, nested models recursively). Each
+tensor's value is a `Paired`: per batch, what the original model computes and what the
+new model computes (through the layer map from `rewrite.rebuild`). A hook sees every
+hooked call with both models' inputs before the new layer runs, so it can re-fit that
+layer while everything upstream is already final: errors do not compound, and the cost is
+one forward pass of each model, not one per site.
 """
 
-import collections
-
+import keras
 from keras import tree
 
-from normswap.graph import _functional_of, is_graph_model, model_nodes
-from normswap.rewrite import accepted_kwargs
-from normswap.targets import IDENTITY
+from normswap.replay import IDENTITY, Replay, accepted_kwargs
 
 
-class Lockstep:
-    """`run(model, batches)` → per-batch outputs of the original and the new model.
+class Paired:
+    """The value of one tensor in both models: `old[b]`, `new[b]` for batch b."""
+
+    __slots__ = ("old", "new")
+
+    def __init__(self, old, new):
+        self.old, self.new = old, new
+
+
+def _side(structure, side, batch):
+    """A call's filled-in arguments with each Paired replaced by one side of one batch."""
+    return tree.map_structure(
+        lambda v: getattr(v, side)[batch] if isinstance(v, Paired) else v, structure)
+
+
+class Lockstep(Replay):
+    """`run_batches(model, batches)` → per-batch outputs of the original and the new model.
 
     `on_site(layer, old_inputs, new_inputs)` is called for every layer in `hooked` (ids),
     with lists (one entry per batch) of that call's first input in each model, before the
@@ -29,61 +41,45 @@ class Lockstep:
         self.layer_map = layer_map
         self.hooked = set(hooked)
         self.on_site = on_site
-        self.calls = 0  # layer calls made, for tests of the one-pass property
+        self.calls = 0  # operation calls made, for tests of the one-pass property
 
-    def run(self, model, batches):
-        """Outputs (flattened lists per batch) of the original and new model on `batches`."""
-        return self._model(model, batches, batches)
+    def run_batches(self, model, batches):
+        """Outputs (flattened lists per batch) of the original and new model on `batches`
+        (each batch a list of arrays, one per model input)."""
+        inputs = [Paired([b[i] for b in batches], [b[i] for b in batches])
+                  for i in range(len(batches[0]))]
+        outputs = self.run(model, inputs)
 
-    def _model(self, model, old_batches, new_batches):
-        functional = _functional_of(model)
-        count = len(old_batches)
-        old = {id(t): [b[i] for b in old_batches] for i, t in enumerate(functional.inputs)}
-        new = {id(t): [b[i] for b in new_batches] for i, t in enumerate(functional.inputs)}
-        uses = collections.Counter(id(t) for n in model_nodes(model) for t in n.input_tensors)
-        uses.update(id(t) for t in functional.outputs)
-        for node in model_nodes(model):
-            old_out, new_out = self._node(node, old, new, count)
-            for i, tensor in enumerate(node.outputs):
-                old[id(tensor)] = [outs[i] for outs in old_out]
-                new[id(tensor)] = [outs[i] for outs in new_out]
-            for tensor in node.input_tensors:
-                uses[id(tensor)] -= 1
-                if uses[id(tensor)] == 0:
-                    old.pop(id(tensor), None)
-                    new.pop(id(tensor), None)
-        def per_batch(values):
-            return [[values[id(t)][b] for t in functional.outputs] for b in range(count)]
+        def per_batch(side):
+            return [[getattr(o, side)[b] for o in outputs] for b in range(len(batches))]
 
-        return per_batch(old), per_batch(new)
+        return per_batch("old"), per_batch("new")
 
-    def _node(self, node, old, new, count):
-        layer = node.operation
-        old_args = [node.arguments.fill_in({id(t): old[id(t)][b] for t in node.input_tensors})
-                    for b in range(count)]
-        new_args = [node.arguments.fill_in({id(t): new[id(t)][b] for t in node.input_tensors})
-                    for b in range(count)]
-        if is_graph_model(layer):
-            return self._model(layer, _flat(old_args), _flat(new_args))
-        old_out = [self._call(layer, *args) for args in old_args]
-        replacement = self.layer_map.get(id(layer), layer)
-        if id(layer) in self.hooked:
-            self.on_site(layer, [a[0][0] for a in old_args], [a[0][0] for a in new_args])
+    def call_operation(self, node, args, kwargs):
+        operation = node.operation
+        count = len(self._first_paired(args, kwargs).old)
+        old_args = [_side((args, kwargs), "old", b) for b in range(count)]
+        new_args = [_side((args, kwargs), "new", b) for b in range(count)]
+        old_out = [self._call(operation, *a) for a in old_args]
+        replacement = self.layer_map.get(id(operation), operation)
+        if id(operation) in self.hooked:
+            self.on_site(operation, [a[0][0] for a in old_args], [a[0][0] for a in new_args])
         if replacement is IDENTITY:
             new_out = [[a[0][0]] for a in new_args]
         else:
-            foreign = type(replacement) is not type(layer)
-            new_out = [self._call(replacement, *args, filter_kwargs=foreign) for args in new_args]
-        return old_out, new_out
+            foreign = type(replacement) is not type(operation)
+            new_out = [self._call(replacement, *a, filter_kwargs=foreign) for a in new_args]
+        return [Paired([o[i] for o in old_out], [o[i] for o in new_out])
+                for i in range(len(node.outputs))]
 
-    def _call(self, layer, args, kwargs, filter_kwargs=False):
-        kwargs = {**kwargs, "training": False}
+    @staticmethod
+    def _first_paired(args, kwargs):
+        return next(v for v in tree.flatten((args, kwargs)) if isinstance(v, Paired))
+
+    def _call(self, operation, args, kwargs, filter_kwargs=False):
+        if isinstance(operation, keras.layers.Layer):
+            kwargs = {**kwargs, "training": False}
         if filter_kwargs:
-            kwargs = accepted_kwargs(layer, kwargs)
+            kwargs = accepted_kwargs(operation, kwargs)
         self.calls += 1
-        return tree.flatten(layer(*args, **kwargs))
-
-
-def _flat(arguments):
-    """Per batch, the tensors a nested model's call received, in input order."""
-    return [tree.flatten(args) for args, _ in arguments]
+        return tree.flatten(operation(*args, **kwargs))

@@ -1,15 +1,18 @@
 """What a swap target is: a name, the layer it builds from a BN site, and its carry rule.
 
 A target is one small module under `normswap/targets/` that defines a `Target` subclass and
-registers an instance with `@register`. The engine looks targets up by name (or by the layer
-class a user passes) and never names a normalization itself.
+registers it with `@register`. The engine looks targets up by name (or by the layer class
+a user passes) and never names a normalization itself. A target plans (`check`,
+`parameters`, `warnings`) and replaces (`replace`, which never changes the parameters it
+is given); how calibration re-fits what it built is a separate protocol, its
+`calibration` hooks (`normswap.calibration.hooks`). The carry math comes from
+`normswap.carry`.
 """
 
 import dataclasses
 
-import numpy as np
-
-IDENTITY = "identity"  # a replacement that removes the layer: its call returns its input
+from normswap.calibration.hooks import AffineCalibration
+from normswap.replay import IDENTITY  # noqa: F401 - re-exported for target modules
 
 
 @dataclasses.dataclass
@@ -41,8 +44,14 @@ class Target:
     summary = ""  # one line for `normswap targets`
     exact = False  # the carried model reproduces the BN model at inference
     layer_classes = ()  # layer classes that select this target in swap(model, Class)
-    options = {}  # target-specific swap options and their defaults
+    options = {}  # target-specific swap options and their defaults (the one place)
     normalizes = True  # a normalization layer remains in the BN's place (False for fold)
+    calibration = AffineCalibration()  # how calibration re-fits the built layer
+    per_sample_channel_statistics = False  # normalizes each sample's channels on their own
+
+    def option(self, options, name):
+        """The value of option `name` in `options`, else this target's declared default."""
+        return options[name] if name in options else self.options[name]
 
     def exact_options(self, options):
         """Options that make this target reproduce the BN at inference (exact=True), or
@@ -58,7 +67,10 @@ class Target:
         return None
 
     def warnings(self, site):
-        """Plan notes that flag a likely loss of accuracy at `site` (none by default)."""
+        """Plan notes that flag a likely loss of accuracy at `site`: by default, that a
+        global pooling reads the output of per-sample, per-channel statistics."""
+        if self.per_sample_channel_statistics and site.pooled:
+            return [POOLING_WARNING]
         return []
 
     def parameters(self, site, options):
@@ -66,78 +78,13 @@ class Target:
         return {}
 
     def replace(self, site, params):
-        """Build the new layer(s) for `site`, carry the BN's weights, return a Replacement."""
+        """Build the new layer(s) for `site`, carry the BN's weights, return a Replacement.
+        `params` (from `parameters`) is read, never changed."""
         raise NotImplementedError
 
-    # Calibration hooks (see calibrate.py); the defaults suit a layer whose output is
-    # γ·(normalized input) + β with per-channel weights named gamma and beta.
 
-    def calibration_weights(self, layer):
-        """(γ variable or None, β variable or None, [(variable, value that switches it off
-        while the normalized response is measured), ...])."""
-        return getattr(layer, "gamma", None), getattr(layer, "beta", None), []
-
-    def calibration_target(self, site, params, bn_output):
-        """What the replacement's output should match: by default the BN's output."""
-        return bn_output
-
-    def calibration_choices(self, site, params):
-        """Parameter sets calibration may choose between; the first is the planned one."""
-        return [params]
-
-    def rank_choices(self, site, layer, choices, inputs, outputs):
-        """The index of the best of several `calibration_choices`, found without running the
-        layer once per choice, or None to let calibration try each (the default).
-        `inputs` / `outputs`: per batch, the new layer's inputs and what it should output."""
-        return None
-
-    def apply_params(self, layer, params):
-        """Make a built replacement use `params` (one of `calibration_choices`)."""
-
-    def carry_statistics(self, site, layer):
-        """Copy the BN's γ, β and moving statistics into a batch-dependent replacement
-        (through `set_statistics`); returns the names carried."""
-        _, _, mean, variance = bn_numbers(site.layer)
-        carried = carry_affine(site, layer)
-        self.set_statistics(layer, mean, variance, site.epsilon)
-        return carried + ["moving_mean", "moving_variance", "epsilon"]
-
-    def set_statistics(self, layer, mean, variance, epsilon):
-        """Set the moving statistics of a batch-dependent replacement; True if it has any."""
-        if not hasattr(layer, "moving_mean") or not hasattr(layer, "moving_variance"):
-            return False
-        assign(layer.moving_mean, mean)
-        assign(layer.moving_variance, variance)
-        return True
-
-
-ALL_STATISTICS = ["gamma", "beta", "moving_mean", "moving_variance", "epsilon"]
 POOLING_WARNING = ("warning: a global pooling reads this output; per-sample, per-channel "
                    "statistics remove the channel energy it measures")
-
-
-def bn_numbers(layer):
-    """The BN's γ, β, moving mean and variance as float64 arrays (γ=1, β=0 where absent)."""
-    mean = np.asarray(layer.moving_mean.numpy(), dtype=np.float64)
-    var = np.asarray(layer.moving_variance.numpy(), dtype=np.float64)
-    gamma = (np.asarray(layer.gamma.numpy(), dtype=np.float64) if layer.scale
-             else np.ones_like(mean))
-    beta = (np.asarray(layer.beta.numpy(), dtype=np.float64) if layer.center
-            else np.zeros_like(mean))
-    return gamma, beta, mean, var
-
-
-def bn_affine(layer):
-    """The per-channel (scale, offset) a BN applies at inference, in float64."""
-    gamma, beta, mean, var = bn_numbers(layer)
-    scale = gamma / np.sqrt(var + float(layer.epsilon))
-    return scale, beta - mean * scale
-
-
-def affine_names(layer):
-    """Names of the BN weights that exist, for the report's 'carried' column."""
-    return [name for name, present in (("gamma", layer.scale), ("beta", layer.center))
-            if present]
 
 
 def like_bn(site):
@@ -156,20 +103,3 @@ def built(site, new_layer):
     """`new_layer` built for the BN's input shape, ready for weights."""
     new_layer.build(site.input_shape)
     return new_layer
-
-
-def assign(variable, value):
-    """Set a Keras variable from a NumPy value, in the variable's own dtype."""
-    variable.assign(np.asarray(value).astype(variable.dtype))
-
-
-def carry_affine(site, new_layer, gamma_name="gamma", beta_name="beta"):
-    """Copy the BN's γ and β (those it has) into the new layer's per-channel weights."""
-    gamma, beta, _, _ = bn_numbers(site.layer)
-    carried = []
-    for name, value, present in ((gamma_name, gamma, site.scale), (beta_name, beta, site.center)):
-        variable = getattr(new_layer, name, None)
-        if present and variable is not None:
-            assign(variable, value)
-            carried.append(name)
-    return carried

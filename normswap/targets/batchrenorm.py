@@ -1,22 +1,14 @@
 """`batchrenorm`: normswap's Batch Renormalization (Ioffe 2017) with the BN's statistics. Exact.
 
-Every statistic carries: γ, β, moving mean and variance, ε; the renorm statistics start at
-the BN's (renorm mean μ, moving std √(v+ε)), so inference equals the BN and training equals
-it too while r and d stay inside their clipping range.
+Every statistic carries: γ, β, the moving mean μ, and the moving standard deviation
+σ = √(v + ε) from the BN's moving variance v; so inference equals the BN, and training
+equals it too while r and d stay inside their clipping range.
 """
 
-import numpy as np
-
+from normswap.carry import carry_statistics
 from normswap.layers import BatchRenormalization
 from normswap.targets import register
-from normswap.targets.base import (
-    Replacement,
-    Target,
-    assign,
-    built,
-    keras_axis,
-    like_bn,
-)
+from normswap.targets.base import Replacement, Target, built, keras_axis, like_bn
 
 
 @register
@@ -28,20 +20,12 @@ class BatchRenorm(Target):
     options = {"warmup_steps": 5000}
 
     def parameters(self, site, options):
-        return {"warmup_steps": int(options.get("warmup_steps", 5000))}
-
-    def set_statistics(self, layer, mean, variance, epsilon):
-        """Inference statistics and the renorm statistics r and d are measured against."""
-        assign(layer.moving_mean, mean)
-        assign(layer.moving_variance, variance)
-        assign(layer.renorm_mean, mean)
-        assign(layer.moving_stddev, np.sqrt(variance + epsilon))
-        return True
+        return {"warmup_steps": int(self.option(options, "warmup_steps"))}
 
     def replace(self, site, params):
         bn = site.layer
         layer = built(site, BatchRenormalization(
             axis=keras_axis(site), momentum=bn.momentum, epsilon=site.epsilon,
             center=site.center, scale=site.scale, warmup_steps=params["warmup_steps"],
-            renorm_momentum=bn.momentum, **like_bn(site)))
-        return Replacement(layers={bn: layer}, carried=self.carry_statistics(site, layer))
+            **like_bn(site)))
+        return Replacement(layers={bn: layer}, carried=carry_statistics(site, layer))

@@ -2,21 +2,15 @@
 
 The BN's γ, β, moving mean and variance (BLN's batch statistics) and ε carry over. BLN
 mixes the feature-normalized and the batch-normalized input with weights w and 1 − w; in
-training w = 1/B, and at inference w is the moving average of 1/B seen in training, which a
+training w = 1/B, and at inference w is the average of 1/B seen in training, which a
 fresh conversion starts at 0. So the converted model equals the BN model at inference, and
 fine-tuning brings the feature statistics in at the rate its batch size sets.
 """
 
+from normswap.carry import carry_statistics
 from normswap.layers import BatchLayerNormalization
 from normswap.targets import register
-from normswap.targets.base import (
-    Replacement,
-    Target,
-    assign,
-    built,
-    keras_axis,
-    like_bn,
-)
+from normswap.targets.base import Replacement, Target, built, keras_axis, like_bn
 
 
 @register
@@ -31,6 +25,4 @@ class BLN(Target):
         layer = built(site, BatchLayerNormalization(
             axis=keras_axis(site), momentum=bn.momentum, epsilon=site.epsilon,
             center=site.center, scale=site.scale, **like_bn(site)))
-        carried = self.carry_statistics(site, layer)
-        assign(layer.moving_inverse_batch_size, 0.0)
-        return Replacement(layers={bn: layer}, carried=carried)
+        return Replacement(layers={bn: layer}, carried=carry_statistics(site, layer))

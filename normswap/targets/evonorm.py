@@ -9,25 +9,25 @@ EvoNorm-S0 never subtracts a mean, so γ and β after it cannot move the kink of
 x·sigmoid(v·x) gate to where the BN + ReLU had it (x = μ − βσ/γ). Where the BN is foldable
 (see `fold`), the BN's whole inference affine is folded into the producing conv instead, so
 EvoNorm's input is the BN's output itself, centred where the ReLU expects it, and EvoNorm
-starts with γ = 1, β = 0. Elsewhere γ and β are copied. Group count: the
-same automatic rule as `groupnorm` (`groups=N` to force one, adjusted down to a divisor of
-the channel count when it does not divide; the report shows the count used).
+starts with γ = 1, β = 0 (`carry.start_from_bn_output`). Elsewhere γ and β are copied.
+Group count: the automatic rule of `groupnorm` (`groups=N` to ask for one), adjusted down to
+a divisor of the channel count by EvoNorm's own rule (`carry.groups_for`); the plan shows
+the count used.
 """
 
 from keras import ops
 
+from normswap.calibration.hooks import AffineCalibration
+from normswap.carry import auto_groups, foldable_reason, groups_for, start_from_bn_output
 from normswap.layers import EvoNormS0
 from normswap.targets import register
-from normswap.targets.base import (
-    IDENTITY,
-    Replacement,
-    Target,
-    built,
-    keras_axis,
-    like_bn,
-)
-from normswap.targets.fold import start_from_bn_output, why_not_foldable
-from normswap.targets.groupnorm import auto_groups
+from normswap.targets.base import IDENTITY, Replacement, Skip, Target, built, keras_axis, like_bn
+
+
+class EvoNormCalibration(AffineCalibration):
+    def target_output(self, site, params, bn_output):
+        """EvoNorm stands for BN + ReLU where it absorbed the ReLU."""
+        return ops.relu(bn_output) if params.get("absorbs_relu") else bn_output
 
 
 @register
@@ -35,16 +35,25 @@ class EvoNorm(Target):
     name = "evonorm"
     summary = "EvoNorm-S0 (Liu 2020): x·σ(v·x)/group std, γ/β carried; groups as for groupnorm"
     layer_classes = (EvoNormS0,)
+    options = {"groups": None}
+    calibration = EvoNormCalibration()
+
+    def check(self, site, options):
+        if site.rank == 2 and site.channels < 2:
+            return Skip("a Dense output with one channel has no group statistics",
+                        fallback="frozenbn")
+        return None
 
     def parameters(self, site, options):
-        groups = options.get("groups")
-        groups = auto_groups(site.channels) if groups in (None, "auto") else int(groups)
-        return {"groups": groups, "absorbs_relu": site.relu is not None,
-                "fold_affine": why_not_foldable(site) is None}
-
-    def calibration_target(self, site, params, bn_output):
-        """EvoNorm stands for BN + ReLU where it absorbed the ReLU."""
-        return ops.relu(bn_output) if params.get("absorbs_relu") else bn_output
+        requested = self.option(options, "groups")
+        if requested in (None, "auto"):
+            requested = auto_groups(site.channels)
+        groups = groups_for(site.channels, int(requested), site.rank)
+        params = {"groups": groups, "absorbs_relu": site.relu is not None,
+                  "fold_affine": foldable_reason(site) is None}
+        if groups != requested:
+            params["requested_groups"] = int(requested)
+        return params
 
     def replace(self, site, params):
         layer = built(site, EvoNormS0(axis=keras_axis(site), groups=params["groups"],
@@ -52,10 +61,9 @@ class EvoNorm(Target):
                                       scale=site.scale, **like_bn(site)))
         layers, carried, notes = start_from_bn_output(site, layer, params["fold_affine"])
         layers[site.layer] = layer
-        if layer.groups_used != params["groups"]:
-            notes.append(f"{params['groups']} groups do not divide {site.channels} channels: "
-                         f"used {layer.groups_used}")
-            params["groups"] = layer.groups_used
+        if "requested_groups" in params:
+            notes.append(f"{params['requested_groups']} groups do not divide {site.channels} "
+                         f"channels: used {params['groups']}")
         if params["absorbs_relu"]:
             layers[site.relu] = IDENTITY
             notes.append(f"replaces ReLU '{site.relu.name}' too")

@@ -3,8 +3,8 @@
 FRN divides by the root mean square over the spatial axes, per sample, where BN used moving
 statistics, and it never subtracts a mean. So where the BN is foldable (see `fold`), its
 whole inference affine is folded into the producing conv: FRN then sees the BN's output
-itself, centred as the network expects, and starts with γ = 1, β = 0. Elsewhere γ and β are
-copied.
+itself, centred as the network expects, and starts with γ = 1, β = 0
+(`carry.start_from_bn_output`). Elsewhere γ and β are copied.
 
 When a ReLU is the only consumer of the BN, the TLU (max(·, τ), τ = 0 at first: the same
 function as that ReLU) takes its place and the ReLU leaves the graph. When no ReLU follows,
@@ -14,19 +14,18 @@ Rank-2 (Dense) sites have no spatial axis: FRN would see one value per channel a
 ≈ sign(x), discarding every magnitude, so they fall back to `layernorm` (also batch-free).
 """
 
+from normswap.calibration.hooks import AffineCalibration
+from normswap.carry import foldable_reason, start_from_bn_output
 from normswap.layers import FilterResponseNormalization
 from normswap.targets import register
-from normswap.targets.base import (
-    IDENTITY,
-    POOLING_WARNING,
-    Replacement,
-    Skip,
-    Target,
-    built,
-    keras_axis,
-    like_bn,
-)
-from normswap.targets.fold import start_from_bn_output, why_not_foldable
+from normswap.targets.base import IDENTITY, Replacement, Skip, Target, built, keras_axis, like_bn
+
+
+class FRNCalibration(AffineCalibration):
+    def weights(self, layer):
+        """γ and β; the TLU's τ is switched off while the response is measured."""
+        neutral = [(layer.tau, -1e30)] if layer.use_tlu else []
+        return layer.gamma, layer.beta, neutral
 
 
 @register
@@ -34,9 +33,8 @@ class FRN(Target):
     name = "frn"
     summary = "Filter Response Norm + TLU (Singh 2019); the TLU replaces a following ReLU"
     layer_classes = (FilterResponseNormalization,)
-
-    def warnings(self, site):
-        return [POOLING_WARNING] if site.pooled else []
+    calibration = FRNCalibration()
+    per_sample_channel_statistics = True
 
     def check(self, site, options):
         if site.rank == 2:
@@ -48,12 +46,7 @@ class FRN(Target):
         spatial = [d for i, d in enumerate(site.input_shape[1:], 1) if i != site.axis]
         return {"tlu": site.relu is not None,
                 "learned_epsilon": all(d == 1 for d in spatial),
-                "fold_affine": why_not_foldable(site) is None}
-
-    def calibration_weights(self, layer):
-        """γ and β; the TLU's τ is switched off while the response is measured."""
-        neutral = [(layer.tau, -1e30)] if layer.use_tlu else []
-        return layer.gamma, layer.beta, neutral
+                "fold_affine": foldable_reason(site) is None}
 
     def replace(self, site, params):
         layer = built(site, FilterResponseNormalization(

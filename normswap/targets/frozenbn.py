@@ -1,8 +1,9 @@
 """`frozenbn`: the BN's inference map as a fixed per-channel affine. Exact."""
 
+from normswap.carry import ALL_STATISTICS, assign, bn_affine
 from normswap.layers import ChannelAffine
 from normswap.targets import register
-from normswap.targets.base import Replacement, Target, assign, bn_affine, built, keras_axis, like_bn
+from normswap.targets.base import Replacement, Target, built, keras_axis, like_bn
 
 
 @register
@@ -17,7 +18,4 @@ class FrozenBN(Target):
         scale, offset = bn_affine(site.layer)
         assign(layer.scale, scale)
         assign(layer.offset, offset)
-        return Replacement(
-            layers={site.layer: layer},
-            carried=["gamma", "beta", "moving_mean", "moving_variance", "epsilon"],
-        )
+        return Replacement(layers={site.layer: layer}, carried=list(ALL_STATISTICS))

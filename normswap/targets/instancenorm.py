@@ -5,18 +5,18 @@ carried. Rank-2 (Dense) sites are skipped: a single value per channel has no spr
 layer would output β alone.
 """
 
+import keras
+
+from normswap.carry import carry_affine
 from normswap.targets import register
-from normswap.targets.base import POOLING_WARNING, Skip, Target
-from normswap.targets.groupnorm import group_norm_for
+from normswap.targets.base import Replacement, Skip, Target, built, keras_axis, like_bn
 
 
 @register
 class InstanceNorm(Target):
     name = "instancenorm"
     summary = "InstanceNorm (GroupNormalization(groups=-1)), γ/β carried; skips Dense sites"
-
-    def warnings(self, site):
-        return [POOLING_WARNING] if site.pooled else []
+    per_sample_channel_statistics = True
 
     def check(self, site, options):
         if site.rank == 2:
@@ -24,4 +24,7 @@ class InstanceNorm(Target):
         return None
 
     def replace(self, site, params):
-        return group_norm_for(site, -1)
+        layer = built(site, keras.layers.GroupNormalization(
+            groups=-1, axis=keras_axis(site), epsilon=site.epsilon, center=site.center,
+            scale=site.scale, **like_bn(site)))
+        return Replacement(layers={site.layer: layer}, carried=carry_affine(site, layer))

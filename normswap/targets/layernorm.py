@@ -7,9 +7,9 @@ on rank-2 (Dense) inputs it is keras LayerNormalization. γ and β carry over.
 
 import keras
 
+from normswap.carry import carry_affine
 from normswap.targets import register
-from normswap.targets.base import Replacement, Target, built, carry_affine, like_bn
-from normswap.targets.groupnorm import group_norm_for
+from normswap.targets.base import Replacement, Target, built, keras_axis, like_bn
 
 
 @register
@@ -19,9 +19,11 @@ class LayerNorm(Target):
     layer_classes = (keras.layers.LayerNormalization,)
 
     def replace(self, site, params):
+        common = dict(epsilon=site.epsilon, center=site.center, scale=site.scale,
+                      **like_bn(site))
         if site.rank > 2:
-            return group_norm_for(site, 1)
-        layer = built(site, keras.layers.LayerNormalization(
-            axis=-1, epsilon=site.epsilon, center=site.center, scale=site.scale,
-            **like_bn(site)))
+            layer = keras.layers.GroupNormalization(groups=1, axis=keras_axis(site), **common)
+        else:
+            layer = keras.layers.LayerNormalization(axis=-1, **common)
+        layer = built(site, layer)
         return Replacement(layers={site.layer: layer}, carried=carry_affine(site, layer))

@@ -15,17 +15,11 @@ import math
 
 import numpy as np
 
+from normswap.carry import assign, carry_statistics
 from normswap.errors import UsageError
 from normswap.layers import SwitchNormalization
 from normswap.targets import register
-from normswap.targets.base import (
-    Replacement,
-    Target,
-    assign,
-    built,
-    keras_axis,
-    like_bn,
-)
+from normswap.targets.base import Replacement, Target, built, keras_axis, like_bn
 
 BN_LOGIT_GAP = {"uniform": 0.0, "bn": 5.0, "exact": 20.0}
 
@@ -43,7 +37,7 @@ class SwitchNorm(Target):
     options = {"switch_init": "bn"}
 
     def exact_options(self, options):
-        if options.get("switch_init", "bn") not in ("bn", "exact"):
+        if self.option(options, "switch_init") not in ("bn", "exact"):
             raise UsageError(f"switch_init='{options['switch_init']}' cannot be exact; "
                              "exact=True uses switch_init='exact'.")
         return {**options, "switch_init": "exact"}
@@ -52,7 +46,7 @@ class SwitchNorm(Target):
         return params["switch_init"] == "exact"
 
     def parameters(self, site, options):
-        switch_init = options.get("switch_init", "bn")
+        switch_init = self.option(options, "switch_init")
         if switch_init not in BN_LOGIT_GAP:
             raise UsageError(f"switch_init must be one of {', '.join(BN_LOGIT_GAP)}, "
                              f"got '{switch_init}'.")
@@ -65,7 +59,7 @@ class SwitchNorm(Target):
         layer = built(site, SwitchNormalization(
             axis=keras_axis(site), momentum=bn.momentum, epsilon=site.epsilon,
             center=site.center, scale=site.scale, **like_bn(site)))
-        carried = self.carry_statistics(site, layer)
+        carried = carry_statistics(site, layer)
         logits = np.array([0.0, 0.0, BN_LOGIT_GAP[params["switch_init"]]])
         assign(layer.mean_weights, logits)
         assign(layer.variance_weights, logits)

@@ -1,0 +1,7 @@
+"""Fitting a converted model to the original on unlabelled samples.
+
+- `lockstep.py`: both models replayed side by side, call by call, in one pass;
+- `hooks.py`: the protocol by which a target tells calibration what to fit;
+- `calibrate.py`: the closed-form per-channel affine fit at every swapped site;
+- `distill.py`: end-to-end fine-tuning of the new model towards the original's outputs.
+"""

@@ -1,0 +1,49 @@
+"""The calibration protocol: what a target tells calibration about its replacement layer.
+
+Planning and replacing (`targets/base.py`) decide what a BN becomes; this protocol says how
+calibration (`calibrate.py`) re-fits what was built. A target names its hooks as its
+`calibration` attribute; the default, `AffineCalibration`, suits a layer whose output is
+γ·x̂ + β with per-channel weights named `gamma` and `beta`. A target overrides a hook by
+subclassing it in its own module:
+
+    class FRNCalibration(AffineCalibration):
+        def weights(self, layer):
+            return layer.gamma, layer.beta, [(layer.tau, -1e30)]   # TLU off while measuring
+
+    @register
+    class FRN(Target):
+        calibration = FRNCalibration()
+"""
+
+from normswap.carry import set_population_statistics
+
+
+class AffineCalibration:
+    """How calibration re-fits a replacement whose output is γ·(normalized input) + β."""
+
+    def weights(self, layer):
+        """(γ variable or None, β variable or None, [(variable, value that switches it off
+        while the normalized response is measured), ...])."""
+        return getattr(layer, "gamma", None), getattr(layer, "beta", None), []
+
+    def target_output(self, site, params, bn_output):
+        """What the replacement's output should match: by default the BN's output."""
+        return bn_output
+
+    def choices(self, site, params):
+        """Parameter sets calibration may choose between; the first is the planned one."""
+        return [params]
+
+    def rank_choices(self, site, layer, choices, inputs, outputs):
+        """The index of the best of several `choices`, found without running the layer
+        once per choice, or None to let calibration try each (the default).
+        `inputs` / `outputs`: per batch, the new layer's inputs and what it should output."""
+        return None
+
+    def apply_params(self, layer, params):
+        """Make a built replacement use `params` (one of `choices`)."""
+
+    def set_statistics(self, layer, mean, variance, epsilon):
+        """Set the population statistics of a batch-dependent replacement (per-channel mean
+        and biased variance, e.g. re-estimated on a new domain); True if it keeps any."""
+        return set_population_statistics(layer, mean, variance, epsilon)

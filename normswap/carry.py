@@ -1,0 +1,202 @@
+"""How a BatchNormalization's learned numbers carry into what replaces it.
+
+Pure math on arrays first (like torch's `fuse_conv_bn_weights`), then the thin wrappers
+that read a BN site and build or fill Keras layers with it (like `fuse_conv_bn_eval`).
+Every target module takes its carry from here; no target imports another.
+
+The math, per channel c, for a BN with γ, β, moving mean μ, moving variance v and ε:
+
+    inference affine    s = γ / √(v + ε),   o = β − μ·s       (BN(x) = x·s + o)
+    fold into W, b      W' = W·s (per output channel),   b' = b·s + o
+    mean-free layers    where the BN folds, its whole affine goes into the producer, so
+                        the new layer (FRN, EvoNorm-S0) sees the BN's output itself and
+                        starts with γ = 1, β = 0; elsewhere γ and β are copied.
+
+The group-count rule of groupnorm and EvoNorm lives with the layers (`layers/_groups.py`)
+and is re-exported here.
+"""
+
+import keras
+import numpy as np
+
+from normswap.layers._groups import auto_groups, groups_for  # noqa: F401 - re-exported
+
+ALL_STATISTICS = ["gamma", "beta", "moving_mean", "moving_variance", "epsilon"]
+
+_CONVS = (keras.layers.Conv1D, keras.layers.Conv2D, keras.layers.Conv3D)
+_TRANSPOSED = (keras.layers.Conv1DTranspose, keras.layers.Conv2DTranspose,
+               keras.layers.Conv3DTranspose)
+_DEPTHWISE = (keras.layers.DepthwiseConv1D, keras.layers.DepthwiseConv2D)
+_SEPARABLE = (keras.layers.SeparableConv1D, keras.layers.SeparableConv2D)
+FOLDABLE = (keras.layers.Dense,) + _CONVS + _TRANSPOSED + _DEPTHWISE + _SEPARABLE
+
+
+# ---------------------------------------------------------------------------------------
+# Pure math (NumPy, float64)
+
+
+def inference_affine(gamma, beta, mean, variance, epsilon):
+    """(s, o) with BN(x) = x·s + o at inference: s = γ/√(v + ε), o = β − μ·s."""
+    scale = np.asarray(gamma, np.float64) / np.sqrt(np.asarray(variance, np.float64) + epsilon)
+    return scale, np.asarray(beta, np.float64) - np.asarray(mean, np.float64) * scale
+
+
+def scale_output_channels(kernel, scale, layout="standard"):
+    """`kernel` with each output channel multiplied by `scale`.
+
+    layout "standard": Dense and Conv kernels (..., in, out) — and a separable conv's
+    pointwise kernel; "transposed": Conv*Transpose kernels (..., out, in); "depthwise":
+    Depthwise kernels (..., in, multiplier) whose output channel in·multiplier + m is
+    scaled by scale[in·multiplier + m].
+    """
+    kernel = np.asarray(kernel, np.float64)
+    if layout == "transposed":
+        return kernel * scale[:, None]
+    if layout == "depthwise":
+        return kernel * scale.reshape(kernel.shape[-2], kernel.shape[-1])
+    return kernel * scale
+
+
+def fold_weights(kernel, bias, scale, offset, layout="standard"):
+    """(W', b') of a linear producer with a per-channel affine x·s + o after it folded in:
+    W' = W·s per output channel, b' = b·s + o (`bias` None for a producer without one)."""
+    bias = np.zeros_like(scale) if bias is None else np.asarray(bias, np.float64)
+    return scale_output_channels(kernel, scale, layout), bias * scale + offset
+
+
+# ---------------------------------------------------------------------------------------
+# Reading a BN and filling layers
+
+
+def bn_numbers(layer):
+    """The BN's γ, β, moving mean and variance as float64 arrays (γ=1, β=0 where absent)."""
+    mean = np.asarray(layer.moving_mean.numpy(), dtype=np.float64)
+    var = np.asarray(layer.moving_variance.numpy(), dtype=np.float64)
+    gamma = (np.asarray(layer.gamma.numpy(), dtype=np.float64) if layer.scale
+             else np.ones_like(mean))
+    beta = (np.asarray(layer.beta.numpy(), dtype=np.float64) if layer.center
+            else np.zeros_like(mean))
+    return gamma, beta, mean, var
+
+
+def bn_affine(layer):
+    """The per-channel (scale, offset) a BN applies at inference, in float64."""
+    return inference_affine(*bn_numbers(layer), float(layer.epsilon))
+
+
+def assign(variable, value):
+    """Set a Keras variable from a NumPy value, in the variable's own dtype."""
+    variable.assign(np.asarray(value).astype(variable.dtype))
+
+
+def carry_affine(site, new_layer, gamma_name="gamma", beta_name="beta"):
+    """Copy the BN's γ and β (those it has) into the new layer's per-channel weights;
+    returns the names carried."""
+    gamma, beta, _, _ = bn_numbers(site.layer)
+    carried = []
+    for name, value, present in ((gamma_name, gamma, site.scale), (beta_name, beta, site.center)):
+        variable = getattr(new_layer, name, None)
+        if present and variable is not None:
+            assign(variable, value)
+            carried.append(name)
+    return carried
+
+
+def set_population_statistics(layer, mean, variance, epsilon):
+    """Population statistics (per-channel mean and biased variance) into a batch-dependent
+    layer; False when it keeps none. A layer with its own way of taking a BN's statistics
+    (`set_statistics_from_bn`, e.g. Batch Renorm's moving standard deviation) uses it."""
+    if hasattr(layer, "set_statistics_from_bn"):
+        layer.set_statistics_from_bn(mean, variance, epsilon)
+        return True
+    if not hasattr(layer, "moving_mean") or not hasattr(layer, "moving_variance"):
+        return False
+    assign(layer.moving_mean, mean)
+    assign(layer.moving_variance, variance)
+    return True
+
+
+def carry_statistics(site, layer):
+    """Copy the BN's γ, β and moving statistics into a batch-dependent replacement;
+    returns the names carried."""
+    _, _, mean, variance = bn_numbers(site.layer)
+    carried = carry_affine(site, layer)
+    set_population_statistics(layer, mean, variance, site.epsilon)
+    return carried + ["moving_mean", "moving_variance", "epsilon"]
+
+
+def _channel_axis_of(producer, rank):
+    if isinstance(producer, keras.layers.Dense):
+        return rank - 1
+    return 1 if producer.data_format == "channels_first" else rank - 1
+
+
+def foldable_reason(site):
+    """None when the BN can be folded into its producer, else why not (for the plan)."""
+    producer = site.producer
+    if site.calls != 1:
+        return f"the BN is shared by {site.calls} call sites"
+    if producer is None:
+        return "no layer feeds the BN directly (it reads a model input)"
+    if not isinstance(producer, FOLDABLE):
+        return f"its input comes from {type(producer).__name__}, not a Conv or Dense"
+    if not site.producer_exclusive:
+        return f"'{producer.name}' also feeds other layers or is shared; folding would change them"
+    if keras.activations.serialize(producer.activation) not in ("linear", None):
+        return f"'{producer.name}' applies an activation before the BN"
+    if _channel_axis_of(producer, site.rank) != site.axis:
+        return f"the BN's axis is not the output-channel axis of '{producer.name}'"
+    if _bias_lands_on_last_axis(producer, site):
+        return (f"Keras's TensorFlow backend adds the bias of the channels_first "
+                f"'{producer.name}' along its last axis, which has as many entries as it has "
+                "channels (a Keras bug): a folded bias would land there")
+    return None
+
+
+def _bias_lands_on_last_axis(producer, site):
+    """Keras 3's TensorFlow `ops.add` turns a channels_first conv's (1, C, 1, …) bias into a
+    bias_add along the last axis when that axis also has C entries."""
+    return (keras.backend.backend() == "tensorflow" and site.rank > 2 and site.axis == 1
+            and site.input_shape[-1] == site.channels)
+
+
+def _layout(producer):
+    if isinstance(producer, _TRANSPOSED):
+        return "transposed"
+    if isinstance(producer, _DEPTHWISE):
+        return "depthwise"
+    return "standard"
+
+
+def folded_producer(site):
+    """A copy of the site's producer, built, with the BN's inference affine folded in."""
+    producer = site.producer
+    config = producer.get_config()
+    config["use_bias"] = True
+    folded = producer.__class__.from_config(config)
+    folded.build(site.producer_input_shape)
+    linear = "pointwise_kernel" if isinstance(producer, _SEPARABLE) else "kernel"
+    bias = producer.bias.numpy() if producer.use_bias else None
+    kernel, new_bias = fold_weights(getattr(producer, linear).numpy(), bias,
+                                    *bn_affine(site.layer), _layout(producer))
+    for variable in producer.weights:
+        name = variable.path.split("/")[-1]
+        if name not in (linear, "bias"):
+            assign(getattr(folded, name), variable.numpy())
+    assign(getattr(folded, linear), kernel)
+    assign(folded.bias, new_bias)
+    return folded
+
+
+def start_from_bn_output(site, new_layer, fold):
+    """The carry of layers that never subtract a mean (FRN, EvoNorm-S0).
+
+    Where `fold` (the site is foldable), the BN's whole inference affine goes into the
+    producer, so the new layer sees the BN's output itself, centred where the network expects
+    it, and keeps γ = 1, β = 0; elsewhere γ and β are copied. Returns (extra layers, carried,
+    notes).
+    """
+    if fold:
+        return ({site.producer: folded_producer(site)}, list(ALL_STATISTICS),
+                [f"BN affine folded into '{site.producer.name}'"])
+    return {}, carry_affine(site, new_layer), []
