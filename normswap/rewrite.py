@@ -10,6 +10,8 @@ models stay Sequential. Call keyword arguments a replacement's `call` does not t
 (Keras records `mask=None` on BN calls) are not forwarded.
 """
 
+import contextlib
+
 import keras
 
 from normswap.errors import UnsupportedModelError
@@ -24,8 +26,16 @@ from normswap.replay import (
 )
 
 
+def _input_name(tensor):
+    """The name of the InputLayer that made `tensor`: an unnamed `keras.Input()` names its
+    layer "input_layer" but its tensor "keras_tensor", and the new model must keep the
+    layer's name."""
+    history = getattr(tensor, "_keras_history", None)
+    return history.operation.name if history is not None else tensor.name
+
+
 def _new_inputs(model):
-    return [keras.Input(batch_shape=x.shape, dtype=x.dtype, name=x.name)
+    return [keras.Input(batch_shape=x.shape, dtype=x.dtype, name=_input_name(x))
             for x in model_inputs(model)]
 
 
@@ -46,7 +56,8 @@ class _Rebuilder(Replay):
 
     def _clone(self, layer):
         try:
-            clone = layer.__class__.from_config(layer.get_config())
+            with _in_memory_deserialization():
+                clone = layer.__class__.from_config(layer.get_config())
         except Exception as error:  # noqa: BLE001 - reported with the layer's name
             raise UnsupportedModelError(
                 f"Could not recreate layer '{layer.name}' ({type(layer).__name__}) from its "
@@ -87,6 +98,20 @@ class _Rebuilder(Replay):
                 clone.set_weights(weights)
 
 
+def _in_memory_deserialization():
+    """Keras's safe mode switched off while a live layer is re-created from its own config.
+
+    Safe mode guards files: it refuses the Python code a Lambda layer stores. A layer that
+    is already in memory was built by the user's code or loaded from a file they trusted
+    (normswap's loader applies safe mode itself), so its clone runs nothing new.
+    """
+    try:
+        from keras.src.saving.serialization_lib import SafeModeScope
+    except ImportError:  # pragma: no cover - a Keras without the scope
+        return contextlib.nullcontext()
+    return SafeModeScope(safe_mode=False)
+
+
 class _SequentialRebuild(Replay):
     """A Sequential's calls in order, through the rebuilder's counterparts, as a new
     Sequential (dropped calls leave no layer)."""
@@ -98,7 +123,8 @@ class _SequentialRebuild(Replay):
     def build(self, model):
         source = model_inputs(model)[0]
         self.run(model, [None])
-        first = keras.Input(batch_shape=source.shape, dtype=source.dtype, name=source.name)
+        first = keras.Input(batch_shape=source.shape, dtype=source.dtype,
+                            name=_input_name(source))
         return keras.Sequential([first] + self.layers, name=model.name,
                                 trainable=model.trainable)
 

@@ -1,7 +1,8 @@
 """Old model vs new model on the same probe batch.
 
 Exact conversions must agree to float32 round-off: max |Δ| ≤ 1e-4 × the original output's
-scale (its largest magnitude, at least 1e-6). Inexact ones report how far they moved.
+scale (its largest magnitude, at least 1e-6), or half precision's for a model that computes
+in float16/bfloat16. Inexact ones report how far they moved.
 """
 
 import dataclasses
@@ -13,7 +14,10 @@ from normswap.defaults import BATCH_SIZE
 from normswap.errors import UsageError, VerificationError
 from normswap.replay import pack_inputs
 
-EXACT_TOLERANCE = 1e-4
+EXACT_TOLERANCE = 1e-4  # float32 round-off, relative to the output scale
+# Models that compute in half precision round at every layer: float16 keeps 11 bits of
+# mantissa (ε ≈ 1e-3), bfloat16 8 bits (ε ≈ 8e-3).
+LOW_PRECISION_TOLERANCE = {"float16": 1e-2, "bfloat16": 5e-2}
 PROBE_BATCH = 2
 PROBE_SPATIAL = 32  # size of an input dimension the model leaves unknown
 PROBE_SEED = 0
@@ -118,6 +122,15 @@ def compare(old_outputs, new_outputs, source="probe"):
         scale=scale, top1_agreement=top1, samples=len(first_old), source=source)
 
 
+def exact_tolerance(model):
+    """The tolerance of an exact conversion of `model`: float32 round-off (1e-4 of the
+    output scale), or half precision's where any layer computes in float16/bfloat16."""
+    dtypes = {getattr(layer, "compute_dtype", None)
+              for layer in model._flatten_layers(include_self=False, recursive=True)}
+    return max([EXACT_TOLERANCE] + [LOW_PRECISION_TOLERANCE[d] for d in dtypes
+                                    if d in LOW_PRECISION_TOLERANCE])
+
+
 def verify(old_model, new_model, batch=None, *, exact, source=None):
     """Run both models on the batch; raise when an exact conversion does not agree.
 
@@ -127,10 +140,11 @@ def verify(old_model, new_model, batch=None, *, exact, source=None):
     source = source or ("probe" if batch is None else "user")
     batch = probe_batch(old_model) if batch is None else batch
     fidelity = compare(outputs_of(old_model, batch), outputs_of(new_model, batch), source)
-    if exact and not fidelity.relative <= EXACT_TOLERANCE:
+    tolerance = exact_tolerance(old_model)
+    if exact and not fidelity.relative <= tolerance:
         raise VerificationError(
             "Verification failed: the converted model should reproduce the original at "
             f"inference but its outputs differ by up to {fidelity.max_abs:.3g} "
-            f"({fidelity.relative:.2e} of the output scale, tolerance {EXACT_TOLERANCE:g}). "
+            f"({fidelity.relative:.2e} of the output scale, tolerance {tolerance:g}). "
             "Nothing was written; please report this model.")
     return fidelity

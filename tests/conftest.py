@@ -5,7 +5,6 @@ from pathlib import Path
 
 import pytest
 
-
 DATA = Path(__file__).resolve().parent / "data"
 
 
@@ -34,3 +33,12 @@ def real_model(realmodels):
         return cache[name]
 
     return load
+
+
+@pytest.fixture(scope="module")
+def trained():
+    """The bundled demo CNN, 128 unlabelled digits to calibrate on, 128 others held out."""
+    from normswap.demo_data import load_demo_digits, load_demo_model
+
+    x, _ = load_demo_digits()
+    return load_demo_model(), x[:128], x[128:256]

@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 
 import normswap  # noqa: F401 - registers the layers for load_model
+from normswap.demo_data import load_demo_digits
 
 RESNET8 = "mlperftiny_ic01_resnet8_cifar10.h5"
 
@@ -188,3 +189,32 @@ def test_demo_scores(capsys):
     assert exact["original"] == exact["converted"] >= 0.95 and "calibrated" not in exact
     inexact = run_demo("layernorm", console=Console())
     assert inexact["converted"] < 0.5 < 0.9 * inexact["original"] <= inexact["calibrated"]
+
+
+def test_cli_calibration_and_bad_file(tmp_path, capsys, trained):
+    from normswap.cli import main
+
+    model, calibration, held_out = trained
+    x, y = load_demo_digits()
+    source = tmp_path / "demo.keras"
+    model.save(source)
+    np.savez(tmp_path / "calib.npz", x=calibration)
+    np.savez(tmp_path / "eval.npz", x=held_out, y=y[128:256])
+    np.savez(tmp_path / "bad.npz", x=np.zeros((3, 5)))
+    out = tmp_path / "out.keras"
+    status = main([str(source), "--to", "layernorm", "-o", str(out), "--json",
+                   "--calibrate", str(tmp_path / "calib.npz"),
+                   "--eval", str(tmp_path / "eval.npz")])
+    captured = capsys.readouterr()
+    assert status == 0, captured.err
+    import json
+
+    report = json.loads(captured.out)
+    assert report["calibration"]["samples"] == 128 and report["fidelity"]["source"] == "eval"
+    assert report["accuracy"]["converted"] >= 0.9 * report["accuracy"]["original"]
+    bad_out = tmp_path / "bad_out.keras"
+    status = main([str(source), "--to", "layernorm", "-o", str(bad_out),
+                   "--calibrate", str(tmp_path / "bad.npz")])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert status == 2 and len(err) == 1 and "do not fit" in err[0]
+    assert not bad_out.exists()

@@ -65,3 +65,13 @@ def test_replacements_get_only_the_call_arguments_they_take_and_originals_are_un
     nested = nested_model()
     new, _ = rebuild(nested, {})
     assert isinstance(new, keras.Sequential) and new.layers[0] is not nested.layers[0]
+
+
+def test_a_live_model_with_a_lambda_layer_rebuilds():
+    """Keras's safe mode guards files; a Lambda already in memory is cloned as it is."""
+    inputs = keras.Input((3,))
+    x = keras.layers.Lambda(lambda t: t * 2.0 + 1.0, name="affine")(inputs)
+    model = keras.Model(inputs, keras.layers.Dense(2)(x))
+    new, _ = rebuild(model, {})
+    x = np.arange(6, dtype="float32").reshape(2, 3)
+    np.testing.assert_allclose(new(x), model(x), rtol=1e-6)

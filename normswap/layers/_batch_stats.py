@@ -34,7 +34,7 @@ from normswap.layers._checks import (
     check_momentum,
     check_synchronized,
 )
-from normswap.layers._weights import add_configured_weight
+from normswap.layers._weights import add_configured_weight, weight_arguments
 
 
 def _all_reduce_sum(*tensors):
@@ -95,12 +95,16 @@ def update_moving_average(variable, value, momentum):
 
 
 
+#: The moving statistics of a batch-normalizing layer (no regularizers or constraints).
+BN_STATISTICS = ("moving_mean", "moving_variance")
+
+
 class BatchStatisticsLayer(ChannelLayer):
     """What the batch-spanning layers share: arguments, γ/β, moving statistics, config.
 
-    Not a layer to use on its own. Subclasses implement `call`, pass the
-    `<weight>_initializer/regularizer/constraint` arguments they take as
-    `weight_options` (γ's and β's included, see `ChannelLayer`), and create their moving
+    Not a layer to use on its own. Subclasses implement `call`, list the
+    `<weight>_initializer/regularizer/constraint` arguments they take in `weight_options`
+    (γ's and β's included, see `ChannelLayer`), and create their moving
     statistics in `build_statistics(channels)` (by default `moving_mean` and
     `moving_variance`, from `moving_mean_initializer` and `moving_variance_initializer`).
     The conventions are Keras BatchNormalization's: `training=True` on a layer with
@@ -110,9 +114,12 @@ class BatchStatisticsLayer(ChannelLayer):
     in the statistics (Keras BN excludes them).
     """
 
+    weight_options = weight_arguments(beta="zeros", gamma="ones", moving_mean="zeros",
+                                      moving_variance="ones", statistics=BN_STATISTICS)
+
     def __init__(self, axis=-1, momentum=0.99, epsilon=1e-3, center=True, scale=True,
-                 synchronized=False, weight_options=None, **kwargs):
-        super().__init__(axis=axis, weight_options=weight_options, **kwargs)
+                 synchronized=False, **kwargs):
+        super().__init__(axis=axis, **kwargs)
         name = type(self).__name__
         self.momentum = check_momentum(momentum, name)
         self.epsilon = check_epsilon(epsilon, name)

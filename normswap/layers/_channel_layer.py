@@ -9,18 +9,23 @@ from normswap.layers._weights import set_weight_options, weight_options_config
 class ChannelLayer(keras.layers.Layer):
     """What the bundled normalization layers share, whatever their statistics.
 
-    One channel `axis` (checked by `check_axis`), per-channel weights declared through
-    `<weight>_initializer/regularizer/constraint` arguments (passed on as
-    `weight_options`, see `_weights`), float32 weights under mixed precision
+    One channel `axis` (checked by `check_axis`), per-channel weights configured by the
+    Keras-style `<weight>_initializer/regularizer/constraint` arguments — each layer lists
+    those it takes, with their defaults, once, in its `weight_options` (see
+    `_weights.weight_arguments`), and receives them through `**kwargs` — float32 weights
+    under mixed precision
     (`autocast = False`), masks passed through unchanged, an output of the input's
     shape, and a `get_config` holding `axis` and every weight option; subclasses add
     their own arguments to it. Not a layer to use on its own.
     """
 
-    def __init__(self, axis=-1, weight_options=None, **kwargs):
+    weight_options = {}  # `<weight>_<kind>` argument -> default, for the subclass's weights
+
+    def __init__(self, axis=-1, **kwargs):
+        options = {key: kwargs.pop(key, default) for key, default in self.weight_options.items()}
         super().__init__(**kwargs)
         self.axis = check_axis(axis, type(self).__name__)
-        set_weight_options(self, **(weight_options or {}))
+        set_weight_options(self, **options)
         self.supports_masking = True
         self.autocast = False
 

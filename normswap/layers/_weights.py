@@ -27,6 +27,18 @@ def _kind(key):
     return kind
 
 
+def weight_arguments(statistics=(), **initializers):
+    """The `<weight>_<kind>` arguments a layer takes, with their defaults, for
+    `ChannelLayer.weight_options`: `<w>_initializer` for every weight w given (its
+    default initializer as value), and `<w>_regularizer`, `<w>_constraint` (None) for the
+    trainable ones — all but the moving `statistics`."""
+    defaults = {f"{name}_initializer": value for name, value in initializers.items()}
+    trainable = [name for name in initializers if name not in statistics]
+    for kind in ("regularizer", "constraint"):
+        defaults.update({f"{name}_{kind}": None for name in trainable})
+    return defaults
+
+
 def set_weight_options(layer, **options):
     """Resolve and store `<weight>_<kind>` arguments as attributes of `layer`, in order.
 

@@ -152,41 +152,12 @@ class BatchLayerNormalization(EarlierLayouts, BatchStatisticsLayer):
     CNNs and RNNs", ICAART 2022, arXiv:2209.08898.
     """
 
-    def __init__(
-        self,
-        axis=-1,
-        momentum=0.99,
-        epsilon=1e-3,
-        center=True,
-        scale=True,
-        feature_statistics="sample",
-        batch_moving_mean=True,
-        batch_moving_var=True,
-        feature_moving_mean=False,
-        feature_moving_var=False,
-        beta_initializer="zeros",
-        gamma_initializer="ones",
-        moving_mean_initializer="zeros",
-        moving_variance_initializer="ones",
-        beta_regularizer=None,
-        gamma_regularizer=None,
-        beta_constraint=None,
-        gamma_constraint=None,
-        synchronized=False,
-        **kwargs,
-    ):
-        super().__init__(
-            axis=axis, momentum=momentum, epsilon=epsilon, center=center, scale=scale,
-            synchronized=synchronized,
-            weight_options=dict(
-                beta_initializer=beta_initializer, gamma_initializer=gamma_initializer,
-                moving_mean_initializer=moving_mean_initializer,
-                moving_variance_initializer=moving_variance_initializer,
-                beta_regularizer=beta_regularizer, gamma_regularizer=gamma_regularizer,
-                beta_constraint=beta_constraint, gamma_constraint=gamma_constraint,
-            ),
-            **kwargs,
-        )
+    def __init__(self, axis=-1, momentum=0.99, epsilon=1e-3, center=True, scale=True,
+                 feature_statistics="sample", batch_moving_mean=True, batch_moving_var=True,
+                 feature_moving_mean=False, feature_moving_var=False, synchronized=False,
+                 **kwargs):
+        super().__init__(axis=axis, momentum=momentum, epsilon=epsilon, center=center, scale=scale,
+                         synchronized=synchronized, **kwargs)
         name = type(self).__name__
         if feature_statistics not in FEATURE_STATISTICS:
             raise ValueError(

@@ -5,7 +5,11 @@ import numpy as np
 from keras import ops
 
 from normswap.layers._axes import batch_axes
-from normswap.layers._batch_stats import BatchStatisticsLayer, moments, update_moving_average
+from normswap.layers._batch_stats import (
+    BatchStatisticsLayer,
+    moments,
+    update_moving_average,
+)
 from normswap.layers._checks import check_count, check_epsilon, check_momentum
 from normswap.layers._layouts import EarlierLayouts
 from normswap.layers._weights import add_configured_weight
@@ -138,43 +142,11 @@ class BatchRenormalization(EarlierLayouts, BatchStatisticsLayer):
     Batch-Normalized Models", NeurIPS 2017, arXiv:1702.03275.
     """
 
-    def __init__(
-        self,
-        axis=-1,
-        momentum=0.99,
-        epsilon=1e-3,
-        center=True,
-        scale=True,
-        r_max=3.0,
-        d_max=5.0,
-        warmup_steps=5000,
-        plain_steps=0,
-        r_max_steps=None,
-        d_max_steps=None,
-        beta_initializer="zeros",
-        gamma_initializer="ones",
-        moving_mean_initializer="zeros",
-        moving_variance_initializer="ones",
-        beta_regularizer=None,
-        gamma_regularizer=None,
-        beta_constraint=None,
-        gamma_constraint=None,
-        synchronized=False,
-        renorm_momentum=None,
-        **kwargs,
-    ):
-        super().__init__(
-            axis=axis, momentum=momentum, epsilon=epsilon, center=center, scale=scale,
-            synchronized=synchronized,
-            weight_options=dict(
-                beta_initializer=beta_initializer, gamma_initializer=gamma_initializer,
-                moving_mean_initializer=moving_mean_initializer,
-                moving_variance_initializer=moving_variance_initializer,
-                beta_regularizer=beta_regularizer, gamma_regularizer=gamma_regularizer,
-                beta_constraint=beta_constraint, gamma_constraint=gamma_constraint,
-            ),
-            **kwargs,
-        )
+    def __init__(self, axis=-1, momentum=0.99, epsilon=1e-3, center=True, scale=True, r_max=3.0,
+                 d_max=5.0, warmup_steps=5000, plain_steps=0, r_max_steps=None,
+                 d_max_steps=None, synchronized=False, renorm_momentum=None, **kwargs):
+        super().__init__(axis=axis, momentum=momentum, epsilon=epsilon, center=center, scale=scale,
+                         synchronized=synchronized, **kwargs)
         name = type(self).__name__
         if renorm_momentum is not None and (
                 check_momentum(renorm_momentum, name, "renorm_momentum") != self.momentum):

@@ -11,7 +11,7 @@ from normswap.layers._axes import (
 )
 from normswap.layers._channel_layer import ChannelLayer
 from normswap.layers._checks import check_flag
-from normswap.layers._weights import add_configured_weight
+from normswap.layers._weights import add_configured_weight, weight_arguments
 
 
 @keras.saving.register_keras_serializable(package="normswap")
@@ -32,14 +32,10 @@ class ChannelAffine(ChannelLayer):
     The map runs in float32 under mixed precision and casts back to the input dtype.
     """
 
-    def __init__(self, axis=-1, use_offset=True, scale_initializer="ones",
-                 offset_initializer="zeros", **kwargs):
-        super().__init__(
-            axis=axis,
-            weight_options=dict(scale_initializer=scale_initializer,
-                                offset_initializer=offset_initializer),
-            **kwargs,
-        )
+    weight_options = weight_arguments(scale="ones", offset="zeros")
+
+    def __init__(self, axis=-1, use_offset=True, **kwargs):
+        super().__init__(axis=axis, **kwargs)
         self.use_offset = check_flag(use_offset, "ChannelAffine", "use_offset")
 
     def build(self, input_shape):

@@ -14,7 +14,7 @@ from normswap.layers._axes import (
 from normswap.layers._channel_layer import ChannelLayer
 from normswap.layers._checks import check_count, check_epsilon
 from normswap.layers._groups import groups_for
-from normswap.layers._weights import add_configured_weight
+from normswap.layers._weights import add_configured_weight, weight_arguments
 
 
 def group_variance(x, groups, axis=-1):
@@ -105,36 +105,10 @@ class EvoNormS0(ChannelLayer):
     Layers", NeurIPS 2020, arXiv:2004.02967.
     """
 
-    def __init__(
-        self,
-        axis=-1,
-        groups=32,
-        epsilon=1e-5,
-        center=True,
-        scale=True,
-        beta_initializer="zeros",
-        gamma_initializer="ones",
-        v_initializer="ones",
-        beta_regularizer=None,
-        gamma_regularizer=None,
-        v_regularizer=None,
-        beta_constraint=None,
-        gamma_constraint=None,
-        v_constraint=None,
-        **kwargs,
-    ):
-        super().__init__(
-            axis=axis,
-            weight_options=dict(
-                beta_initializer=beta_initializer, gamma_initializer=gamma_initializer,
-                v_initializer=v_initializer,
-                beta_regularizer=beta_regularizer, gamma_regularizer=gamma_regularizer,
-                v_regularizer=v_regularizer,
-                beta_constraint=beta_constraint, gamma_constraint=gamma_constraint,
-                v_constraint=v_constraint,
-            ),
-            **kwargs,
-        )
+    weight_options = weight_arguments(beta="zeros", gamma="ones", v="ones")
+
+    def __init__(self, axis=-1, groups=32, epsilon=1e-5, center=True, scale=True, **kwargs):
+        super().__init__(axis=axis, **kwargs)
         self.groups = check_count(groups, "EvoNormS0", "groups", minimum=1)
         self.groups_used = None
         self.epsilon = check_epsilon(epsilon, "EvoNormS0")

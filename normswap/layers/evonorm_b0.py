@@ -5,7 +5,7 @@ from keras import ops
 
 from normswap.layers._axes import batch_axes, spatial_axes
 from normswap.layers._batch_stats import BatchStatisticsLayer, moments, update_moving_average
-from normswap.layers._weights import add_configured_weight
+from normswap.layers._weights import add_configured_weight, weight_arguments
 
 
 def evonorm_b0(x, batch_variance, v, axis, epsilon):
@@ -90,40 +90,13 @@ class EvoNormB0(BatchStatisticsLayer):
     Layers", NeurIPS 2020, arXiv:2004.02967.
     """
 
-    def __init__(
-        self,
-        axis=-1,
-        momentum=0.99,
-        epsilon=1e-5,
-        center=True,
-        scale=True,
-        beta_initializer="zeros",
-        gamma_initializer="ones",
-        v_initializer="ones",
-        moving_variance_initializer="ones",
-        beta_regularizer=None,
-        gamma_regularizer=None,
-        v_regularizer=None,
-        beta_constraint=None,
-        gamma_constraint=None,
-        v_constraint=None,
-        synchronized=False,
-        **kwargs,
-    ):
-        super().__init__(
-            axis=axis, momentum=momentum, epsilon=epsilon, center=center, scale=scale,
-            synchronized=synchronized,
-            weight_options=dict(
-                beta_initializer=beta_initializer, gamma_initializer=gamma_initializer,
-                v_initializer=v_initializer,
-                moving_variance_initializer=moving_variance_initializer,
-                beta_regularizer=beta_regularizer, gamma_regularizer=gamma_regularizer,
-                v_regularizer=v_regularizer,
-                beta_constraint=beta_constraint, gamma_constraint=gamma_constraint,
-                v_constraint=v_constraint,
-            ),
-            **kwargs,
-        )
+    weight_options = weight_arguments(beta="zeros", gamma="ones", v="ones",
+                                      moving_variance="ones", statistics=("moving_variance",))
+
+    def __init__(self, axis=-1, momentum=0.99, epsilon=1e-5, center=True, scale=True,
+                 synchronized=False, **kwargs):
+        super().__init__(axis=axis, momentum=momentum, epsilon=epsilon, center=center, scale=scale,
+                         synchronized=synchronized, **kwargs)
 
     def build_statistics(self, channels):
         self.v = add_configured_weight(self, "v", (channels,))

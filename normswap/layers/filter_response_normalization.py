@@ -12,7 +12,7 @@ from normswap.layers._axes import (
 )
 from normswap.layers._channel_layer import ChannelLayer
 from normswap.layers._checks import check_epsilon
-from normswap.layers._weights import add_configured_weight
+from normswap.layers._weights import add_configured_weight, weight_arguments
 
 #: The paper's initial value of the learned part ε_l of the epsilon.
 LEARNED_EPSILON_INIT = 1e-4
@@ -89,35 +89,10 @@ class FilterResponseNormalization(ChannelLayer):
     arXiv:1911.09737.
     """
 
-    def __init__(
-        self,
-        axis=-1,
-        epsilon=1e-6,
-        learned_epsilon=False,
-        use_tlu=True,
-        beta_initializer="zeros",
-        gamma_initializer="ones",
-        tau_initializer="zeros",
-        beta_regularizer=None,
-        gamma_regularizer=None,
-        tau_regularizer=None,
-        beta_constraint=None,
-        gamma_constraint=None,
-        tau_constraint=None,
-        **kwargs,
-    ):
-        super().__init__(
-            axis=axis,
-            weight_options=dict(
-                beta_initializer=beta_initializer, gamma_initializer=gamma_initializer,
-                tau_initializer=tau_initializer,
-                beta_regularizer=beta_regularizer, gamma_regularizer=gamma_regularizer,
-                tau_regularizer=tau_regularizer,
-                beta_constraint=beta_constraint, gamma_constraint=gamma_constraint,
-                tau_constraint=tau_constraint,
-            ),
-            **kwargs,
-        )
+    weight_options = weight_arguments(beta="zeros", gamma="ones", tau="zeros")
+
+    def __init__(self, axis=-1, epsilon=1e-6, learned_epsilon=False, use_tlu=True, **kwargs):
+        super().__init__(axis=axis, **kwargs)
         self.epsilon = check_epsilon(
             epsilon, "FilterResponseNormalization", allow_zero=bool(learned_epsilon),
             hint=(" 0 is allowed with learned_epsilon=True (ε = |ε_l| then); the paper's "

@@ -11,7 +11,7 @@ from normswap.layers._batch_stats import (
     update_moving_average,
 )
 from normswap.layers._checks import check_flag
-from normswap.layers._weights import add_configured_weight
+from normswap.layers._weights import add_configured_weight, weight_arguments
 
 
 def instance_moments(x, axis):
@@ -149,49 +149,13 @@ class SwitchNormalization(BatchStatisticsLayer):
     Switchable Normalization", ICLR 2019, arXiv:1806.10779.
     """
 
-    def __init__(
-        self,
-        axis=-1,
-        momentum=0.99,
-        epsilon=1e-3,
-        center=True,
-        scale=True,
-        using_bn=True,
-        beta_initializer="zeros",
-        gamma_initializer="ones",
-        moving_mean_initializer="zeros",
-        moving_variance_initializer="ones",
-        mean_weights_initializer="ones",
-        variance_weights_initializer="ones",
-        beta_regularizer=None,
-        gamma_regularizer=None,
-        mean_weights_regularizer=None,
-        variance_weights_regularizer=None,
-        beta_constraint=None,
-        gamma_constraint=None,
-        mean_weights_constraint=None,
-        variance_weights_constraint=None,
-        synchronized=False,
-        **kwargs,
-    ):
-        super().__init__(
-            axis=axis, momentum=momentum, epsilon=epsilon, center=center, scale=scale,
-            synchronized=synchronized,
-            weight_options=dict(
-                beta_initializer=beta_initializer, gamma_initializer=gamma_initializer,
-                moving_mean_initializer=moving_mean_initializer,
-                moving_variance_initializer=moving_variance_initializer,
-                mean_weights_initializer=mean_weights_initializer,
-                variance_weights_initializer=variance_weights_initializer,
-                beta_regularizer=beta_regularizer, gamma_regularizer=gamma_regularizer,
-                mean_weights_regularizer=mean_weights_regularizer,
-                variance_weights_regularizer=variance_weights_regularizer,
-                beta_constraint=beta_constraint, gamma_constraint=gamma_constraint,
-                mean_weights_constraint=mean_weights_constraint,
-                variance_weights_constraint=variance_weights_constraint,
-            ),
-            **kwargs,
-        )
+    weight_options = {**BatchStatisticsLayer.weight_options,
+                      **weight_arguments(mean_weights="ones", variance_weights="ones")}
+
+    def __init__(self, axis=-1, momentum=0.99, epsilon=1e-3, center=True, scale=True,
+                 using_bn=True, synchronized=False, **kwargs):
+        super().__init__(axis=axis, momentum=momentum, epsilon=epsilon, center=center, scale=scale,
+                         synchronized=synchronized, **kwargs)
         self.using_bn = check_flag(using_bn, type(self).__name__, "using_bn")
 
     def build_statistics(self, channels):

@@ -1,21 +1,30 @@
-"""Atomic saving: a temporary file in the target directory, then a rename.
+"""Atomic saving: a temporary file in the target directory, made durable, then renamed.
 
-A failure at any point (Keras raising, the disk filling up, the process interrupted)
-leaves no partial or temporary file, and an existing output untouched.
+One path for every format: Keras writes the model to a hidden temporary file beside the
+output, the file is flushed to disk (fsync), renamed over the output (`os.replace`, atomic
+within a directory), and the directory is flushed so that the rename itself survives a
+power cut. A failure at any point (Keras raising, the disk filling up, the rename failing,
+SIGINT or SIGTERM arriving) removes the temporary file and leaves an existing output as it
+was; an interrupting signal is handed on to its previous handler once the cleanup is done.
 """
 
+import contextlib
 import logging
 import os
 import secrets
 import shutil
-from contextlib import contextmanager
+import signal
+import threading
 from pathlib import Path
 
 import keras
 
 from normswap.errors import SaveError
 from normswap.saving.load_errors import error_summary
-from normswap.saving.paths import H5_SUFFIXES, check_output_path
+from normswap.saving.paths import check_output_path
+
+_SIGNALS = tuple(getattr(signal, name) for name in ("SIGINT", "SIGTERM")
+                 if hasattr(signal, name))
 
 
 def save_model(model, path, *, force=False, protected=()):
@@ -23,8 +32,10 @@ def save_model(model, path, *, force=False, protected=()):
 
     The format follows the extension: `.keras` (also added when `path` has no extension)
     or legacy `.h5`/`.hdf5`. The model is written to a hidden temporary file in the target
-    directory and renamed into place, so a failure never leaves a half-written file (the
-    temporary file is removed).
+    directory, flushed to disk and renamed into place, so a failure or an interruption
+    never leaves a half-written file or a temporary one, and never touches an existing
+    output. SIGINT or SIGTERM received while saving (in the main thread) stops the write,
+    and is delivered to its previous handler once the temporary file is gone.
 
     Args:
         model: the keras.Model to save.
@@ -35,25 +46,41 @@ def save_model(model, path, *, force=False, protected=()):
     Raises:
         UsageError: bad extension, missing or read-only directory, the output is protected
             or exists (without force).
-        SaveError: Keras failed to write the model (exit status 1).
+        SaveError: Keras failed to write the model, the disk or the rename failed, or a
+            signal whose handler returned interrupted the write (exit status 1).
     """
     if not isinstance(model, keras.Model):
         raise TypeError(f"save_model expects a keras.Model. Received: {type(model).__name__}")
     path = check_output_path(path, force=force, protected=protected)
     temporary = _temporary_path(path)
-    try:
-        if path.suffix.lower() in H5_SUFFIXES:
-            with _quiet_h5_legacy_warning():
-                model.save(temporary)
-        else:
-            model.save(temporary)
-        os.replace(temporary, path)
-    except BaseException as error:
-        _remove_quietly(temporary)
-        if not isinstance(error, Exception):
+    with _SignalGuard() as guard:
+        try:
+            _write(model, temporary, path, guard)
+        except _Interrupted as interrupted:
+            _remove_quietly(temporary)
+            raise SaveError(f"saving {path} was interrupted by {interrupted.name}; nothing "
+                            "was written") from None
+        except BaseException as error:
+            _remove_quietly(temporary)
+            if isinstance(error, Exception):
+                raise SaveError(
+                    f"could not save the model to {path}: {error_summary(error)}") from error
             raise
-        raise SaveError(f"could not save the model to {path}: {error_summary(error)}") from error
     return path
+
+
+def _write(model, temporary, path, guard):
+    """Write `temporary` and flush it to disk (a signal may stop this part), then rename
+    it to `path` and flush the directory (signals wait for this part to finish)."""
+    guard.armed = True
+    try:
+        with _quiet_h5_legacy_warning():
+            model.save(temporary)
+        _fsync_file(temporary)
+    finally:
+        guard.armed = False
+    os.replace(temporary, path)
+    _fsync_directory(path.parent)
 
 
 def _temporary_path(path):
@@ -63,6 +90,31 @@ def _temporary_path(path):
         candidate = Path(path).with_name(f".{path.name}.tmp-{secrets.token_hex(4)}{suffix}")
         if not os.path.lexists(candidate):
             return candidate
+
+
+def _fsync_file(path):
+    """Flush a file Keras wrote and closed to the disk. (Opened for writing: Windows only
+    flushes a handle it may write through.)"""
+    descriptor = os.open(path, os.O_RDWR | getattr(os, "O_BINARY", 0))
+    try:
+        os.fsync(descriptor)
+    finally:
+        os.close(descriptor)
+
+
+def _fsync_directory(directory):
+    """Flush a directory's entries (the rename) to disk, where the platform allows: Windows
+    cannot open a directory, and some file systems refuse to fsync one."""
+    try:
+        descriptor = os.open(directory, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0))
+    except OSError:
+        return
+    try:
+        os.fsync(descriptor)
+    except OSError:
+        pass
+    finally:
+        os.close(descriptor)
 
 
 def _remove_quietly(path):
@@ -75,6 +127,52 @@ def _remove_quietly(path):
         pass
 
 
+class _Interrupted(BaseException):
+    """SIGINT or SIGTERM arrived while the model was being written."""
+
+    def __init__(self, signum):
+        super().__init__(signum)
+        self.name = signal.Signals(signum).name
+
+
+class _SignalGuard:
+    """SIGINT and SIGTERM during a save: while `armed` (the write), the first one raises
+    `_Interrupted`, so that the temporary file is removed; otherwise (the cleanup, the
+    rename) it waits. On exit, the previous handlers are back and the signal is delivered
+    to them: KeyboardInterrupt for Ctrl-C, termination for a default SIGTERM.
+
+    Handlers are only set in the main thread (the only one that may), and not over a
+    signal that is ignored or whose handler was set outside Python.
+    """
+
+    def __init__(self):
+        self.armed = False
+        self.caught = None
+        self.previous = {}
+
+    def __enter__(self):
+        if threading.current_thread() is threading.main_thread():
+            for signum in _SIGNALS:
+                current = signal.getsignal(signum)
+                if current is not None and current != signal.SIG_IGN:
+                    self.previous[signum] = signal.signal(signum, self._handle)
+        return self
+
+    def _handle(self, signum, frame):
+        if self.caught is None:
+            self.caught = signum
+        if self.armed:
+            self.armed = False  # at most once
+            raise _Interrupted(signum)
+
+    def __exit__(self, kind, error, traceback):
+        for signum, handler in self.previous.items():
+            signal.signal(signum, handler)
+        if self.caught is not None:
+            signal.raise_signal(self.caught)  # the restored handler runs now
+        return False
+
+
 class _DropMessage(logging.Filter):
     def __init__(self, prefix):
         super().__init__()
@@ -84,7 +182,7 @@ class _DropMessage(logging.Filter):
         return not str(record.getMessage()).startswith(self.prefix)
 
 
-@contextmanager
+@contextlib.contextmanager
 def _quiet_h5_legacy_warning():
     """Silence Keras's "You are saving your model as an HDF5 file ... legacy" warning.
 

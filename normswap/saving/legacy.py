@@ -1,23 +1,30 @@
 """Fixers for model configs that Keras 2 (tf.keras) wrote and Keras 3 refuses to rebuild.
 
-A legacy `.h5` file stores its architecture as JSON (`attrs["model_config"]`). A few
-keyword arguments that Keras 2 recorded with a neutral value no longer exist in Keras 3, and
+A legacy `.h5` file stores its architecture as JSON (`attrs["model_config"]`). Some things
+Keras 2 recorded mean the same in Keras 3 but are written differently (a keyword argument
+with a neutral value that no longer exists, a class renamed, nodes numbered from 1), and
 Keras 3 rejects the whole file because of them. Each known case is one small function
 registered with `@legacy_fix`, together with the Keras error it cures; the loader
 (`loading.py`) applies the fixers whose error matches, to a copy of the config, and rebuilds
-the model with the file's own weights. A fixer only removes an argument when its value is
-the neutral one, so the rebuilt layers compute exactly what the original ones did; any other
-value is left in place and the load fails with Keras's own message.
+the model with the file's own weights. A fixer only rewrites what means exactly the same in
+Keras 3 (an argument is only removed when its value is the neutral one), so the rebuilt
+layers compute exactly what the original ones did; anything else is left in place and the
+load fails with Keras's own message.
+
+A few Keras 2 conventions make Keras 3 fail late, with an error that names a symptom far
+from the cause. Their fixers are registered with `error=None`: they recognize their case
+from the config alone, and the loader tries them whenever Keras 3 rejects a legacy file.
 
 Adding a case: write `fix(obj) -> bool` that edits one serialized object
 (`{"class_name": ..., "config": {...}}`) in place and says whether it changed it, document
-the error it fixes, and decorate it with `@legacy_fix(name=..., error=REGEX)`.
+the error it fixes ("Fixes: <error>"), and decorate it with
+`@legacy_fix(name=..., error=REGEX)`.
 """
 
 import copy
 import dataclasses
 import re
-from typing import Callable
+from typing import Callable, Optional
 
 
 @dataclasses.dataclass(frozen=True)
@@ -26,31 +33,37 @@ class LegacyFix:
 
     Attributes:
         name: short identifier, shown in logs and reports.
-        error: regex searched in the text of the Keras load error this fix cures.
+        error: regex searched in the text of the Keras load error this fix cures, or None
+            for a fix that recognizes its case from the config alone.
         fix: `fix(obj) -> bool`, edits one serialized object in place, True if it changed.
         doc: one line saying what the fix does (the function's docstring summary).
     """
 
     name: str
-    error: re.Pattern
+    error: Optional[re.Pattern]
     fix: Callable[[dict], bool]
     doc: str
 
     def matches(self, message):
-        return self.error.search(message) is not None
+        return self.error is not None and self.error.search(message) is not None
 
 
 _FIXES = {}
 
 
 def legacy_fix(name, error):
-    """Register `fix(obj) -> bool` as the cure for load errors matching the regex `error`."""
+    """Register `fix(obj) -> bool` as the cure for load errors matching the regex `error`.
+
+    `error=None` registers a fix keyed on the config alone, tried whenever Keras 3 rejects
+    a legacy file: for a Keras 2 convention whose Keras 3 error names only a symptom.
+    """
 
     def register(function):
         if name in _FIXES:
             raise ValueError(f"A legacy fix named {name!r} is already registered.")
         doc = (function.__doc__ or "").strip().splitlines()
-        _FIXES[name] = LegacyFix(name, re.compile(error), function, doc[0] if doc else "")
+        pattern = None if error is None else re.compile(error)
+        _FIXES[name] = LegacyFix(name, pattern, function, doc[0] if doc else "")
         return function
 
     return register
@@ -64,6 +77,11 @@ def registered_fixes():
 def fixes_for(message):
     """The registered fixes whose error pattern occurs in `message` (a Keras error text)."""
     return [fix for fix in _FIXES.values() if fix.matches(message)]
+
+
+def config_fixes():
+    """The registered fixes keyed on the config alone (`error=None`), in registration order."""
+    return [fix for fix in _FIXES.values() if fix.error is None]
 
 
 def apply_fixes(model_config, fixes=None):
@@ -147,3 +165,164 @@ def drop_rnn_time_major(obj):
     (Keras 3 removed the option; False, the batch-major layout, is what Keras 3 always uses.)
     """
     return _drop_neutral(obj, _RECURRENT, "time_major", False)
+
+
+_BATCH_NORMS = frozenset({"BatchNormalization", "SyncBatchNormalization"})
+
+
+@legacy_fix(
+    name="bn-axis-list",
+    error=r"class '\w*BatchNormalization' using config=\{[^\n]*'axis': \[",
+)
+def unlist_batchnorm_axis(obj):
+    """Write a BatchNormalization's one-element `axis: [3]` as the integer 3.
+
+    Fixes: TypeError: Error when deserializing class 'BatchNormalization' using config={'name': 'bn', 'axis': [3]}. Exception encountered: int() argument must be a string, a bytes-like object or a real number, not 'list'
+    (Keras 2's BatchNormalization records its axis as a list once built. Keras 3 turns the
+    list into an int for layers in the old format, but tf.keras 2.13+ writes the layers of
+    a Functional model nested in a Sequential in the newer format (with a "module" key),
+    which Keras 3 reads without that conversion.)
+    """  # noqa: E501 - the error as Keras prints it
+    config = obj["config"]
+    axis = config.get("axis")
+    if obj["class_name"] in _BATCH_NORMS and isinstance(axis, list) and len(axis) == 1:
+        config["axis"] = int(axis[0])
+        return True
+    return False
+
+
+@legacy_fix(
+    name="dtype-policy",
+    error=r"'str' object has no attribute 'quantization_mode'",
+)
+def rename_dtype_policy(obj):
+    """Write a layer's Keras 2 mixed-precision `Policy` as the Keras 3 `DTypePolicy` of the
+    same name.
+
+    Fixes: AttributeError: 'str' object has no attribute 'quantization_mode'
+    (tf.keras records each layer's dtype policy as {"class_name": "Policy", "config":
+    {"name": "mixed_float16"}}. Keras 3 does not know the class name `Policy`: its
+    deserializer returns the string "Policy" instead of a policy and the layer fails. The
+    name alone defines the policy, its compute and variable dtypes, in both versions.)
+    """
+    policy = obj["config"].get("dtype")
+    if (isinstance(policy, dict) and policy.get("class_name") == "Policy"
+            and policy.get("module") in (None, "keras.mixed_precision")
+            and isinstance(policy.get("config"), dict) and set(policy["config"]) == {"name"}
+            and isinstance(policy["config"]["name"], str)):
+        policy.update(module="keras", class_name="DTypePolicy", registered_name=None)
+        return True
+    return False
+
+
+def _is_reference(value):
+    """Whether `value` is a Keras 2 tensor reference: [layer name, node index, tensor index]
+    (and call kwargs)."""
+    return (isinstance(value, list) and len(value) in (3, 4) and isinstance(value[0], str)
+            and isinstance(value[1], int) and isinstance(value[2], int))
+
+
+def _references(node):
+    """Every tensor reference in a nested structure of lists and dicts, as the lists
+    themselves (so that they can be edited in place)."""
+    if _is_reference(node):
+        yield node
+    elif isinstance(node, list):
+        for value in node:
+            yield from _references(value)
+    elif isinstance(node, dict):
+        for value in node.values():
+            yield from _references(value)
+
+
+def _inbound_references(layers):
+    """The tensor references of every Keras 2 node (a list; Keras 3 writes a dict) of
+    `layers`, a Functional config's layer list."""
+    for entry in layers:
+        for node in entry.get("inbound_nodes") or []:
+            if isinstance(node, list):
+                yield from (ref for ref in node if _is_reference(ref))
+
+
+def _entry_name(entry):
+    return entry.get("name") or entry["config"].get("name")
+
+
+def _first_call_node(entry, inbound, outputs):
+    """The node index Keras 2 gave the first call of the model `entry` (1 if it counted
+    the model's own construction as node 0, else 0), found from the indices themselves:
+    every kept call is referenced, so the highest reference is the first index plus the
+    number of calls, minus 1."""
+    calls = len(entry.get("inbound_nodes") or [])
+    indices = [ref[1] for ref in inbound + outputs if ref[0] == _entry_name(entry)]
+    if not calls or not indices:
+        return 0
+    return max(indices) + 1 - calls
+
+
+@legacy_fix(
+    name="nested-node-index",
+    error=r"The following nodes failed to be resolved",
+)
+def renumber_nested_model_calls(obj):
+    """Number the calls of a model nested in a Functional model from 0, as Keras 3 does.
+
+    Fixes: ValueError: Invalid Functional model configuration. The graph of the Functional model either has loops or disconnected nodes. The following nodes failed to be resolved: {<GlobalAveragePooling2D name=pool>: [[['inner', 1, 0, {}]]]}
+    (Keras 2 gave a model built on Input tensors a node of its own construction, node 0,
+    so its first call in the outer model is node 1 in the file; Keras 3 creates no such
+    node and waits for a node 1 that never comes. References from the outer model's
+    `output_layers` keep Keras 2's numbering for a Functional model, which Keras 3 reads
+    there from 1, and are renumbered for a Sequential one.)
+    """  # noqa: E501 - the error as Keras prints it
+    config = obj["config"]
+    layers = config.get("layers")
+    if not isinstance(layers, list) or "output_layers" not in config:
+        return False
+    inbound = list(_inbound_references(layers))
+    outputs = list(_references(config["output_layers"]))
+    changed = False
+    for entry in layers:
+        if not isinstance(entry.get("config"), dict) or "layers" not in entry["config"]:
+            continue  # not a model
+        if _first_call_node(entry, inbound, outputs) != 1:
+            continue
+        # Keras 3 reads a Functional model's node in output_layers from 1, as Keras 2 did.
+        renumbered = inbound + (outputs if entry["class_name"] == "Sequential" else [])
+        for ref in renumbered:
+            if ref[0] == _entry_name(entry):
+                ref[1] -= 1
+                changed = True
+    return changed
+
+
+def _single(references):
+    """`[[name, node, tensor]]` → `[name, node, tensor]`; anything else as it is."""
+    if isinstance(references, list) and len(references) == 1 and _is_reference(references[0]):
+        return references[0]
+    return references
+
+
+@legacy_fix(name="nested-single-io", error=None)
+def unwrap_nested_single_io(obj):
+    """Give the models nested in a model one input and one output tensor, not lists of one.
+
+    Fixes: ValueError: Layer "dense_1" expects 1 input(s), but it received 2 input tensors
+    (Keras 2 wrote a model's only input and output as lists of one, [["out_relu", 0, 0]],
+    and read them back as single tensors; Keras 3 keeps the list, so a nested model
+    called by a Sequential hands a list of one tensor to the next layer, which then fails
+    in ways that depend on that layer. Keyed on the config: the error names a symptom.
+    The outermost model is left as it is.)
+    """
+    layers = obj["config"].get("layers")
+    if not isinstance(layers, list):
+        return False
+    changed = False
+    for entry in layers:
+        config = entry.get("config") if isinstance(entry, dict) else None
+        if not isinstance(config, dict):
+            continue
+        for key in ("input_layers", "output_layers"):
+            if key in config and _single(config[key]) is not config[key]:
+                config[key] = _single(config[key])
+                changed = True
+    return changed

@@ -89,26 +89,30 @@ def _load_h5(path, config, custom_objects, safe_mode):
                                        safe_mode=safe_mode)
     except Exception as error:
         first_error = error
-    # Keras 3 rejected the file. If the error is a known legacy incompatibility, rebuild
-    # from a fixed copy of the config; repeat while each new error has a fix not yet used.
-    error = first_error
+    return _load_h5_fixed(path, config, custom_objects, safe_mode, first_error)
+
+
+def _load_h5_fixed(path, config, custom_objects, safe_mode, error):
+    """Keras 3 rejected the legacy file with `error`: rebuild it from a fixed copy of its
+    config, with the fixes that `error` calls for and those keyed on the config alone
+    (`legacy.py`); repeat while each new error calls for a fix not yet used."""
     applied, changed = [], []
     while True:
-        fixes = [fix for fix in legacy.fixes_for(error_text(error)) if fix.name not in applied]
-        if not fixes:
-            break
+        candidates = legacy.fixes_for(error_text(error)) + legacy.config_fixes()
+        fixes = [fix for fix in candidates if fix.name not in applied]
         config, changes = legacy.apply_fixes(config, fixes)
+        applied.extend(fix.name for fix in fixes)
         if not changes:
             break
-        applied.extend(fix.name for fix in fixes)
         changed.extend(changes)
         try:
             model = _load_h5_with_config(path, config, custom_objects, safe_mode)
         except Exception as retry_error:
             error = retry_error
             continue
+        used = list(dict.fromkeys(name for name, _ in changed))
         logger.info("%s: Keras 3 rejected the legacy config; applied %s to %d layer(s)",
-                    path, ", ".join(applied), len(changed))
+                    path, ", ".join(used), len(changed))
         return model
     raise explain_load_error(path, error) from error
 

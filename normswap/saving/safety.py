@@ -1,10 +1,14 @@
 """Python code stored in a model file: found before loading, run only when asked.
 
-A Keras `Lambda` layer saved from a lambda expression stores that function's bytecode in
-the file (Keras 2 `.h5` as marshalled bytecode, `.keras` as a `__lambda__` object). Loading
-the file would rebuild and later run that code. `code_carriers(config)` lists the layers
-that carry such code in a decoded model config, without building anything, so that
-`load_model(..., safe_mode=True)` can refuse the file before Keras sees it, naming them.
+A Keras `Lambda` layer can store its function's bytecode in the file. Keras 2 (tf.keras)
+stores *every* Python function that way, named or lambda, registered or not, and marks it
+`function_type: "lambda"` (likewise `output_shape_type` and `mask_type`); only other
+callables (builtins such as `abs`) are stored by name. Keras 3 stores a lambda expression
+as a `__lambda__` object holding its bytecode, and a named function by name only. Loading
+such a file rebuilds the function from the bytecode, and building the model calls it.
+`code_carriers(config)` lists the layers that carry such code in a decoded model config,
+without building anything, so that `load_model(..., safe_mode=True)` can refuse the file
+before Keras sees it, naming them.
 """
 
 from normswap.errors import UnsafeModelError
@@ -24,14 +28,18 @@ def _serialized_objects(node, inside=None):
             yield from _serialized_objects(value, inside)
 
 
+# The keys with which Keras 2 marks a function of a Lambda layer stored as bytecode.
+_KERAS2_CODE_KEYS = ("function_type", "output_shape_type", "mask_type")
+
+
 def _carries_code(obj):
-    config = obj["config"]
+    """Whether a serialized object holds a function as bytecode: a Keras 3 `__lambda__`
+    object, or a Keras 2 config marking a function "lambda" (whatever the layer's class
+    name, so that a subclass of Lambda is caught too)."""
     if obj["class_name"] == "__lambda__":
         return True
-    return obj["class_name"] == "Lambda" and (
-        config.get("function_type") == "lambda"
-        or (isinstance(config.get("function"), dict)
-            and config["function"].get("class_name") == "__lambda__"))
+    config = obj["config"]
+    return any(config.get(key) == "lambda" for key in _KERAS2_CODE_KEYS)
 
 
 def code_carriers(model_config):

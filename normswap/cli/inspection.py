@@ -1,0 +1,39 @@
+"""`normswap inspect MODEL`: the BatchNormalization sites and their neighbourhoods."""
+
+import json
+
+import click
+
+from normswap.cli._common import cli, load, model_source_options, stdout, step
+
+
+@cli.command("inspect")
+@click.argument("model")
+@click.option("--json", "as_json", is_flag=True, help="Print a JSON object with a `sites` list.")
+@model_source_options
+@click.option("--debug", is_flag=True, help="Show tracebacks.")
+def inspect_command(model, as_json, weights, custom_objects, unsafe, debug):
+    """List the BatchNormalization sites of MODEL and their neighbourhoods."""
+    from rich.table import Table
+
+    from normswap.graph import find_sites
+
+    with step(f"Loading {model}", as_json):
+        loaded = load(model, weights, custom_objects, unsafe)
+    sites = find_sites(loaded)
+    if as_json:
+        payload = {"model": loaded.name, "params": loaded.count_params(),
+                   "sites": [s.to_dict() for s in sites]}
+        click.echo(json.dumps(payload, indent=2, default=str))
+        return
+    table = Table(title=f"{loaded.name}: {len(sites)} BatchNormalization sites")
+    for column in ("BN site", "shape", "axis", "ε", "producer", "feeds", "then"):
+        table.add_column(column, overflow="fold")
+    for s in sites:
+        producer = "-" if s.producer is None else f"{s.producer.name} ({s.producer_kind})"
+        if s.producer is not None and not s.producer_exclusive:
+            producer += " [yellow]shared[/yellow]"
+        table.add_row(s.name, str(tuple(s.input_shape[1:])), str(s.axis), f"{s.epsilon:g}",
+                      producer, ", ".join(c.name for c in s.consumers) or "output",
+                      "relu" if s.relu is not None else "")
+    stdout.print(table)
