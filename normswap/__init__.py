@@ -15,6 +15,7 @@ from normswap._quiet import import_keras_quietly
 import_keras_quietly()
 
 from normswap import layers
+from normswap.calibration.statistics import recompute_statistics
 from normswap.convert import Conversion, convert, plan, swap
 from normswap.errors import (
                              InputFileError,
@@ -32,6 +33,7 @@ from normswap.layers import (
                              BatchLayerNormalization,
                              BatchRenormalization,
                              ChannelAffine,
+                             EvoNormB0,
                              EvoNormS0,
                              FilterResponseNormalization,
                              SwitchNormalization,
@@ -45,9 +47,9 @@ from normswap.targets import all_targets, get_target
 
 __all__ = [
     "FRN", "BatchLayerNormalization", "BatchRenormalization", "ChannelAffine", "Conversion",
-    "EvoNormS0", "FilterResponseNormalization", "InputFileError", "NormswapError",
+    "EvoNormB0", "EvoNormS0", "FilterResponseNormalization", "InputFileError", "NormswapError",
     "NothingToConvertError", "SaveError", "SwitchNormalization", "UnsafeModelError",
     "UnsupportedModelError", "UsageError", "VerificationError", "WSConv1D", "WSConv2D",
     "WSConv3D", "WSDepthwiseConv2D", "all_targets", "convert", "find_sites", "get_target",
-    "layers", "load_model", "plan", "save_model", "swap",
+    "layers", "load_model", "plan", "recompute_statistics", "save_model", "swap",
 ]

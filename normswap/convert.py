@@ -111,8 +111,10 @@ def convert(model, target, *, only=None, skip=None, exact=False, ws=False,
     if calibration_batches is not None:
         from normswap.calibration.calibrate import calibrate
 
-        calibration, fits = calibrate(model, layer_map, the_plan.swapped, calibration_batches,
-                                      recalibrate_stats=recalibrate_stats)
+        restated = _recompute_statistics(new_model, the_plan, layer_map,
+                                         calibration_batches) if recalibrate_stats else []
+        calibration, fits = calibrate(model, layer_map, the_plan.swapped, calibration_batches)
+        calibration["recalibrated_stats"] = restated
         if distill_steps:
             distillation = _distill(model, new_model, the_plan, layer_map, calibration_batches,
                                     distill_steps, progress, dict(distill_options or {}))
@@ -128,6 +130,16 @@ def convert(model, target, *, only=None, skip=None, exact=False, ws=False,
                           fidelity=fidelity, fits=fits, calibration=calibration,
                           distillation=distillation)
     return Conversion(model=new_model, report=report)
+
+
+def _recompute_statistics(new_model, the_plan, layer_map, batches):
+    """Population statistics of the swapped layers re-estimated on the samples (a new
+    domain); returns the names of the layers re-estimated."""
+    from normswap.calibration.statistics import recompute_statistics
+
+    replacements = [layer_map[id(sp.site.layer)] for sp in the_plan.swapped]
+    layers = [layer for layer in replacements if layer is not IDENTITY]
+    return recompute_statistics(new_model, batches, layers=layers)["layers"]
 
 
 def _distill(model, new_model, the_plan, layer_map, batches, steps, progress, options):

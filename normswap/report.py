@@ -79,15 +79,18 @@ class Report:
         }
 
 
-def _site_report(site_plan, replacement, fit):
+def _site_report(site_plan, replacement, fit, restated):
     if replacement is None:
         return SiteReport(site_plan, notes=list(site_plan.notes), params=dict(site_plan.params))
     new = replacement.layers[site_plan.site.layer]
+    restat = (["moving statistics re-estimated"]
+              if new is not IDENTITY and new.name in restated else [])
     return SiteReport(
         site_plan,
         new_class="(removed)" if new is IDENTITY else type(new).__name__,
         carried=list(replacement.carried),
-        notes=list(site_plan.notes) + list(replacement.notes) + (fit.notes if fit else []),
+        notes=(list(site_plan.notes) + list(replacement.notes) + restat
+               + (fit.notes if fit else [])),
         params=dict(fit.params) if fit else dict(site_plan.params),
         fidelity=fit.fidelity if fit else None)
 
@@ -100,8 +103,9 @@ def build_report(model, new_model, plan, replacements, *, exact, fidelity, fits=
     {id(BN layer): SiteFit}; `calibration`, `distillation`: their summaries.
     """
     fits = fits or {}
-    rows = [_site_report(sp, replacements.get(id(sp.site.layer)), fits.get(id(sp.site.layer)))
-            for sp in plan.sites]
+    restated = set((calibration or {}).get("recalibrated_stats") or ())
+    rows = [_site_report(sp, replacements.get(id(sp.site.layer)), fits.get(id(sp.site.layer)),
+                         restated) for sp in plan.sites]
     return Report(model=model.name, target=plan.target.name, sites=rows,
                   params_before=model.count_params(), params_after=new_model.count_params(),
                   exact=exact, fidelity=fidelity, calibration=calibration,

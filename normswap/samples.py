@@ -41,6 +41,15 @@ def load_array_file(path, key=None, what="--calibrate"):
         raise UsageError(f"{what}: '{path}' is not a NumPy .npy/.npz file ({error}).") from error
 
 
+def has_array(path, name):
+    """Whether `path` is an .npz file holding an array called `name` (False otherwise)."""
+    try:
+        with np.load(path, allow_pickle=False) as data:
+            return not isinstance(data, np.ndarray) and name in data.files
+    except (ValueError, OSError):
+        return False
+
+
 def _iterate(data):
     """Yield batches from an array, tuple of arrays, Dataset or iterable."""
     if isinstance(data, np.ndarray) or (isinstance(data, (tuple, list)) and data

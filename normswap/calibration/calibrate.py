@@ -10,8 +10,9 @@ original BN outputs on the same samples:
 
 The inputs of site k already come from the calibrated sites before it, so errors do not
 compound. Both models run once over the samples (see lockstep.py), whatever the number of
-sites. Exact sites are never touched. Optionally (`recalibrate_stats=True`) the moving mean
-and variance of batch-dependent layers are re-estimated on the samples first (a new domain).
+sites. Exact sites are never touched. (Re-estimating the moving statistics of
+batch-dependent replacements on the samples, `recalibrate_stats=True`, is statistics.py's
+job; `convert` runs it before calibration.)
 
 What to fit, and any choice between parameter sets (the group count), comes from the
 target's calibration hooks (`hooks.py`). Per site the result says R² = 1 − SSE/SST of the
@@ -44,20 +45,15 @@ def _variable_value(variable):
 class _SiteCalibrator:
     """The lockstep hook: re-fits one swapped layer per call, records a SiteFit."""
 
-    def __init__(self, site_plans, layer_map, recalibrate_stats):
+    def __init__(self, site_plans, layer_map):
         self.plans = {id(sp.site.layer): sp for sp in site_plans}
         self.layer_map = layer_map
-        self.recalibrate_stats = recalibrate_stats
         self.fits = {}  # id(BN) -> SiteFit
 
     def __call__(self, bn, old_inputs, new_inputs):
         site_plan = self.plans[id(bn)]
         layer = self.layer_map[id(bn)]
         fit = self.fits[id(bn)] = SiteFit(params=dict(site_plan.params))
-        if self.recalibrate_stats:
-            self._restat(site_plan, layer, new_inputs, fit)
-        if site_plan.exact:
-            return
         hooks, axis = site_plan.target.calibration, site_plan.site.axis
         outputs = [hooks.target_output(site_plan.site, site_plan.params, bn(x, training=False))
                    for x in old_inputs]
@@ -94,16 +90,6 @@ class _SiteCalibrator:
                 choices = [choices[0]] + ([choices[ranked]] if ranked else [])
         return choices
 
-    def _restat(self, site_plan, layer, new_inputs, fit):
-        stats = AffineStats(site_plan.site.channels)
-        for x in new_inputs:
-            rows = channel_rows(x, site_plan.site.axis)
-            stats.add(rows, rows)
-        mean, var = stats.mean_n, stats.cnn / stats.count
-        if site_plan.target.calibration.set_statistics(layer, mean, var,
-                                                       site_plan.site.epsilon):
-            fit.notes.append("moving statistics re-estimated")
-
 
 def _response_stats(layer, gamma_var, beta_var, neutral, new_inputs, targets, axis):
     """AffineStats of the layer's normalized response (γ = 1, β = 0, neutral weights
@@ -124,7 +110,7 @@ def _response_stats(layer, gamma_var, beta_var, neutral, new_inputs, targets, ax
     return stats
 
 
-def calibrate(model, layer_map, site_plans, batches, *, recalibrate_stats=False):
+def calibrate(model, layer_map, site_plans, batches):
     """Re-fit the swapped layers of the new model (see module doc) in one lockstep pass.
 
     Returns (summary dict, {id(BN layer): SiteFit}) — the SiteFits of the sites calibration
@@ -132,19 +118,18 @@ def calibrate(model, layer_map, site_plans, batches, *, recalibrate_stats=False)
     """
     sites = [sp for sp in site_plans
              if sp.target is not None and layer_map.get(id(sp.site.layer)) is not IDENTITY
-             and (recalibrate_stats or not sp.exact)]
+             and not sp.exact]
     fits = {id(sp.site.layer): SiteFit(
         params=dict(sp.params),
         notes=[f"not calibrated: one layer serves {sp.site.calls} call sites with "
                "different inputs"]) for sp in sites if sp.site.calls > 1}
     sites = [sp for sp in sites if sp.site.calls == 1]
-    hook = _SiteCalibrator(sites, layer_map, recalibrate_stats)
+    hook = _SiteCalibrator(sites, layer_map)
     lockstep = Lockstep(layer_map, hooked=[id(sp.site.layer) for sp in sites], on_site=hook)
     if sites:  # exact conversions have nothing to fit: no pass at all
         lockstep.run_batches(model, batches)
     fits.update(hook.fits)
     summary = {"samples": int(sum(len(b[0]) for b in batches)),
                "sites_calibrated": sum(f.fidelity is not None for f in hook.fits.values()),
-               "recalibrated_stats": bool(recalibrate_stats),
                "layer_calls": lockstep.calls}
     return summary, fits

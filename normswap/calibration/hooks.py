@@ -15,7 +15,7 @@ subclassing it in its own module:
         calibration = FRNCalibration()
 """
 
-from normswap.carry import set_population_statistics
+from keras import ops
 
 
 class AffineCalibration:
@@ -43,7 +43,10 @@ class AffineCalibration:
     def apply_params(self, layer, params):
         """Make a built replacement use `params` (one of `choices`)."""
 
-    def set_statistics(self, layer, mean, variance, epsilon):
-        """Set the population statistics of a batch-dependent replacement (per-channel mean
-        and biased variance, e.g. re-estimated on a new domain); True if it keeps any."""
-        return set_population_statistics(layer, mean, variance, epsilon)
+
+class AbsorbedReluCalibration(AffineCalibration):
+    """For a normalization-activation layer that replaced BN + ReLU (EvoNorm): where it
+    absorbed the ReLU, its output should match the BN's output after that ReLU."""
+
+    def target_output(self, site, params, bn_output):
+        return ops.relu(bn_output) if params.get("absorbs_relu") else bn_output

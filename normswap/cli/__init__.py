@@ -3,9 +3,10 @@
     normswap MODEL --to TARGET -o OUT [options]   convert and save
     normswap inspect MODEL                         the model's BN sites
     normswap targets                               what can be swapped in
+    normswap restat MODEL --data FILE -o OUT       precise population statistics
     normswap demo [--to TARGET]                    the embedded example
 
-One module a command (convert.py, inspection.py, targets.py, demo.py); _common.py holds
+One module a command (convert.py, inspection.py, restat.py, targets.py, demo.py); _common.py holds
 the command group and what the commands share.
 
 Exit status: 0 on success, 2 for bad usage or an unreadable input, 1 for any other failure.
@@ -18,7 +19,7 @@ import warnings
 
 import click
 
-from normswap.cli import convert, demo, inspection, targets  # noqa: F401 - the commands
+from normswap.cli import convert, demo, inspection, restat, targets  # noqa: F401
 from normswap.cli._common import cli, stderr
 from normswap.errors import NormswapError
 

@@ -115,7 +115,7 @@ def convert_command(model, target, output, groups, only, skip, exact, ws, switch
 def _data_options(calibrate_file, calibrate_key, calibrate_samples, seed, eval_file, eval_key,
                   recalibrate_stats, distill_steps):
     """Calibration / evaluation arrays and options for convert(), read from the CLI files."""
-    from normswap.samples import load_array_file, subsample
+    from normswap.samples import has_array, load_array_file, subsample
 
     data = {"labels": None}
     if calibrate_file:
@@ -126,21 +126,11 @@ def _data_options(calibrate_file, calibrate_key, calibrate_samples, seed, eval_f
     elif recalibrate_stats or distill_steps:
         raise UsageError("--recalibrate-stats and --distill-steps need --calibrate FILE.")
     if eval_file:
-        key = eval_key or ("x" if _has_array(eval_file, "x") else None)
+        key = eval_key or ("x" if has_array(eval_file, "x") else None)
         data["eval_data"] = load_array_file(eval_file, key, "--eval")
-        if _has_array(eval_file, "y"):
+        if has_array(eval_file, "y"):
             data["labels"] = load_array_file(eval_file, "y", "--eval").ravel()
     return data
-
-
-def _has_array(path, name):
-    import numpy as np
-
-    try:
-        with np.load(path, allow_pickle=False) as data:
-            return not isinstance(data, np.ndarray) and name in data.files
-    except (ValueError, OSError):
-        return False
 
 
 def _accuracy(original, converted, samples, labels):

@@ -15,19 +15,11 @@ a divisor of the channel count by EvoNorm's own rule (`carry.groups_for`); the p
 the count used.
 """
 
-from keras import ops
-
-from normswap.calibration.hooks import AffineCalibration
+from normswap.calibration.hooks import AbsorbedReluCalibration
 from normswap.carry import auto_groups, foldable_reason, groups_for, start_from_bn_output
 from normswap.layers import EvoNormS0
 from normswap.targets import register
 from normswap.targets.base import IDENTITY, Replacement, Skip, Target, built, keras_axis, like_bn
-
-
-class EvoNormCalibration(AffineCalibration):
-    def target_output(self, site, params, bn_output):
-        """EvoNorm stands for BN + ReLU where it absorbed the ReLU."""
-        return ops.relu(bn_output) if params.get("absorbs_relu") else bn_output
 
 
 @register
@@ -36,7 +28,7 @@ class EvoNorm(Target):
     summary = "EvoNorm-S0 (Liu 2020): x·σ(v·x)/group std, γ/β carried; groups as for groupnorm"
     layer_classes = (EvoNormS0,)
     options = {"groups": None}
-    calibration = EvoNormCalibration()
+    calibration = AbsorbedReluCalibration()
 
     def check(self, site, options):
         if site.rank == 2 and site.channels < 2:
