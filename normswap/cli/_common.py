@@ -45,12 +45,12 @@ def cli():
     """
 
 
-def load(source, weights, custom_objects, unsafe=False):
+def load(source, weights, custom_objects, unsafe=False, group_norm_seed=None):
     from normswap import saving
 
     objects = saving.load_custom_objects(custom_objects) if custom_objects else None
     return saving.load_model(source, weights=weights, custom_objects=objects,
-                             safe_mode=not unsafe)
+                             safe_mode=not unsafe, group_norm_seed=group_norm_seed)
 
 
 def model_source_options(command):
@@ -66,3 +66,13 @@ def model_source_options(command):
     ]):
         command = option(command)
     return command
+
+
+def group_norm_seed_option(command):
+    """--group-norm-seed: which Keras 2 library wrote a legacy file's GroupNormalization
+    layers (normswap/saving/seeds/), for the commands that load a model to convert or
+    inspect it."""
+    return click.option(
+        "--group-norm-seed", type=click.Choice(["titu1994", "keras-contrib"]),
+        help="The Keras 2 library that wrote a legacy .h5 file's GroupNormalization layers, "
+             "where the two compute different functions and the file cannot tell.")(command)

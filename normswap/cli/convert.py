@@ -4,7 +4,15 @@ import json
 
 import click
 
-from normswap.cli._common import cli, load, model_source_options, stderr, stdout, step
+from normswap.cli._common import (
+    cli,
+    group_norm_seed_option,
+    load,
+    model_source_options,
+    stderr,
+    stdout,
+    step,
+)
 from normswap.defaults import CALIBRATION_SAMPLES
 from normswap.errors import UsageError
 
@@ -60,11 +68,12 @@ def _groups(value):
 @click.option("--json", "as_json", is_flag=True, help="Print the report as JSON on stdout.")
 @click.option("--force", is_flag=True, help="Overwrite an existing output file.")
 @model_source_options
+@group_norm_seed_option
 @click.option("--debug", is_flag=True, help="Show tracebacks and TensorFlow's own messages.")
 def convert_command(model, target, output, groups, only, skip, exact, ws, switch_init,
                     calibrate_file, calibrate_key, calibrate_samples, recalibrate_stats,
                     distill_steps, distill_sites, eval_file, eval_key, seed, dry_run,
-                    as_json, force, weights, custom_objects, unsafe, debug):
+                    as_json, force, weights, custom_objects, unsafe, group_norm_seed, debug):
     """Convert MODEL (a .keras / .h5 file or keras:<Application>) and write it to OUTPUT."""
     import normswap
     from normswap.report import render, site_table
@@ -78,7 +87,7 @@ def convert_command(model, target, output, groups, only, skip, exact, ws, switch
     if distill_sites:
         data["distill_options"] = {"match_sites": True}
     with step(f"Loading {model}", as_json):
-        loaded = load(model, weights, custom_objects, unsafe)
+        loaded = load(model, weights, custom_objects, unsafe, group_norm_seed)
     if dry_run:
         plan = normswap.plan(loaded, target, only=only, skip=skip, exact=exact, ws=ws, **options)
         if as_json:

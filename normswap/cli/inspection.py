@@ -4,26 +4,37 @@ import json
 
 import click
 
-from normswap.cli._common import cli, load, model_source_options, stdout, step
+from normswap.cli._common import (
+    cli,
+    group_norm_seed_option,
+    load,
+    model_source_options,
+    stdout,
+    step,
+)
 
 
 @cli.command("inspect")
 @click.argument("model")
 @click.option("--json", "as_json", is_flag=True, help="Print a JSON object with a `sites` list.")
 @model_source_options
+@group_norm_seed_option
 @click.option("--debug", is_flag=True, help="Show tracebacks.")
-def inspect_command(model, as_json, weights, custom_objects, unsafe, debug):
+def inspect_command(model, as_json, weights, custom_objects, unsafe, group_norm_seed, debug):
     """List the BatchNormalization sites of MODEL and their neighbourhoods."""
     from rich.table import Table
 
     from normswap.graph import find_sites
+    from normswap.saving import load_notes
 
     with step(f"Loading {model}", as_json):
-        loaded = load(model, weights, custom_objects, unsafe)
+        loaded = load(model, weights, custom_objects, unsafe, group_norm_seed)
     sites = find_sites(loaded)
+    notes = load_notes(loaded)
     if as_json:
         payload = {"model": loaded.name, "params": loaded.count_params(),
-                   "sites": [s.to_dict() for s in sites]}
+                   "sites": [s.to_dict() for s in sites],
+                   "load_notes": [n.to_dict() for n in notes]}
         click.echo(json.dumps(payload, indent=2, default=str))
         return
     table = Table(title=f"{loaded.name}: {len(sites)} BatchNormalization sites")
@@ -37,3 +48,5 @@ def inspect_command(model, as_json, weights, custom_objects, unsafe, debug):
                       producer, ", ".join(c.name for c in s.consumers) or "output",
                       "relu" if s.relu is not None else "")
     stdout.print(table)
+    for note in notes:  # Keras 2 library layers the loader mapped (saving/seeds/)
+        stdout.print(str(note), highlight=False, markup=False, soft_wrap=True)

@@ -5,7 +5,9 @@
 - `file_info.py`: `describe_file`, what a file is without loading it;
 - `paths.py`: checks of input and output paths before any long work;
 - `load_errors.py`: Keras load failures as one line that says what to do;
-- `legacy.py`: one fixer per Keras 2 config that Keras 3 rejects;
+- `legacy/`: one fixer per Keras 2 config that Keras 3 rejects or misreads;
+- `seeds/`: one mapper per layer of a third-party Keras 2 library found in legacy files;
+- `load_notes.py`: what the loader changed, recorded with the model it returned;
 - `safety.py`: Python code stored in a file (Lambda layers), found before loading;
 - `applications.py`: `keras:<Name>`;
 - `custom_objects.py`: `--custom-objects module.py`;
@@ -16,8 +18,9 @@ from normswap.saving.applications import application_names
 from normswap.saving.atomic import save_model
 from normswap.saving.custom_objects import load_custom_objects
 from normswap.saving.file_info import describe_file
+from normswap.saving.load_notes import load_notes
 from normswap.saving.loading import load_model
 from normswap.saving.paths import check_output_path
 
 __all__ = ["application_names", "check_output_path", "describe_file", "load_custom_objects",
-           "load_model", "save_model"]
+           "load_model", "load_notes", "save_model"]

@@ -105,12 +105,12 @@ def test_matches_numpy_reference_in_training_and_inference(shape, axis):
 
     expected = brn_inference_reference(x, axis, w["gamma"], w["beta"], w["moving_mean"],
                                        w["moving_stddev"])
-    np.testing.assert_allclose(np.asarray(layer(x, training=False)), expected,
+    np.testing.assert_allclose(to_numpy(layer(x, training=False)), expected,
                                rtol=1e-4, atol=1e-4)
 
     expected, mean_b, var_b, sigma_b = brn_training_reference(
         x, axis, w["gamma"], w["beta"], w["moving_mean"], w["moving_stddev"], 1.5, 0.5, eps)
-    np.testing.assert_allclose(np.asarray(layer(x, training=True)), expected,
+    np.testing.assert_allclose(to_numpy(layer(x, training=True)), expected,
                                rtol=1e-4, atol=1e-4)
     after = named_weights(layer)
     # μ ← μ + α(μ_B − μ), σ ← σ + α(σ_B − σ), α = 1 − momentum
@@ -161,7 +161,7 @@ def test_training_clips_r_and_d():
         layer.build(x.shape)
         _randomize(layer, seed=5)
         w = named_weights(layer)
-        out = np.asarray(layer(x, training=True))
+        out = to_numpy(layer(x, training=True))
         expected, mean_b, var_b, _ = brn_training_reference(
             x, -1, w["gamma"], w["beta"], w["moving_mean"], w["moving_stddev"], r_max, d_max,
             eps)
@@ -208,7 +208,7 @@ def test_statistics_and_schedule_over_several_steps():
         r_max, d_max = clip_limits_reference(t, r_final, d_final, plain, r_steps, d_steps)
         expected, mean_b, var_b, sigma_b = brn_training_reference(
             x, -1, 1.0, 0.0, ref["moving_mean"], ref["moving_stddev"], r_max, d_max, eps)
-        np.testing.assert_allclose(np.asarray(layer(x, training=True)), expected,
+        np.testing.assert_allclose(to_numpy(layer(x, training=True)), expected,
                                    rtol=1e-4, atol=1e-4, err_msg=f"step {t}")
         ref["moving_mean"] = momentum * ref["moving_mean"] + (1 - momentum) * mean_b
         ref["moving_stddev"] = momentum * ref["moving_stddev"] + (1 - momentum) * sigma_b
@@ -226,11 +226,11 @@ def test_inference_uses_moving_statistics_not_the_batch():
     layer.build(x.shape)
     _randomize(layer)
     w = named_weights(layer)
-    out = np.asarray(layer(x, training=False))
+    out = to_numpy(layer(x, training=False))
     expected = brn_inference_reference(x, -1, w["gamma"], w["beta"], w["moving_mean"],
                                        w["moving_stddev"])
     np.testing.assert_allclose(out, expected, rtol=1e-5, atol=1e-5)
-    batch = np.asarray(layer(x, training=True))
+    batch = to_numpy(layer(x, training=True))
     assert np.abs(out - batch).max() > 0.1
     # inference leaves every statistic and the step alone
     layer2 = BatchRenormalization()
@@ -249,10 +249,10 @@ def test_epsilon_is_added_once():
     layer = BatchRenormalization(momentum=0.0, epsilon=eps)
     layer(x, training=True)
     var_b = x.astype(np.float64).reshape(-1, 3).var(axis=0)
-    np.testing.assert_allclose(np.asarray(layer.moving_stddev), np.sqrt(var_b + eps), rtol=1e-5)
+    np.testing.assert_allclose(to_numpy(layer.moving_stddev), np.sqrt(var_b + eps), rtol=1e-5)
     # With momentum 0 the stored statistics are this batch's: inference == BN training output.
     plain = bn_inference_reference(x, -1, 1.0, 0.0, x.reshape(-1, 3).mean(0), var_b, eps)
-    np.testing.assert_allclose(np.asarray(layer(x, training=False)), plain,
+    np.testing.assert_allclose(to_numpy(layer(x, training=False)), plain,
                                rtol=1e-4, atol=1e-4)
 
 
@@ -279,19 +279,19 @@ def test_carry_over_from_batch_normalization(shape, axis):
         layer.set_statistics_from_bn(mu.astype("float32"), v.astype("float32"))
         return layer
 
-    bn_inference = np.asarray(bn(x, training=False))
+    bn_inference = to_numpy(bn(x, training=False))
     layer = carried()
     np.testing.assert_allclose(named_weights(layer)["moving_stddev"], np.sqrt(v + eps),
                                rtol=1e-6)
     # inference: the same numbers as the BN
-    np.testing.assert_allclose(np.asarray(layer(x, training=False)), bn_inference,
+    np.testing.assert_allclose(to_numpy(layer(x, training=False)), bn_inference,
                                rtol=1e-6, atol=1e-6)
     # training at step 0 of the warm-up: r = 1, d = 0, the BN's training output
-    np.testing.assert_allclose(np.asarray(layer(x, training=True)),
-                               np.asarray(bn(x, training=True)), rtol=1e-4, atol=1e-4)
+    np.testing.assert_allclose(to_numpy(layer(x, training=True)),
+                               to_numpy(bn(x, training=True)), rtol=1e-4, atol=1e-4)
     # training with r, d not clipped: the BN's inference output
     unclipped = carried(warmup_steps=0, r_max=10.0, d_max=10.0)
-    np.testing.assert_allclose(np.asarray(unclipped(x, training=True)), bn_inference,
+    np.testing.assert_allclose(to_numpy(unclipped(x, training=True)), bn_inference,
                                rtol=1e-4, atol=1e-4)
 
 
@@ -335,10 +335,10 @@ def test_save_and_load_resumes_the_warmup_schedule(tmp_path, suffix):
     # A restarted schedule (step 0: r = 1, d = 0) would give a different next step ...
     restarted = keras.models.load_model(path)
     restarted.get_layer("brn_a").step.assign(0.0)
-    restarted_out = np.asarray(restarted(x, training=True))
+    restarted_out = to_numpy(restarted(x, training=True))
     # ... the reloaded model's next training step is the original's next step.
-    loaded_out = np.asarray(loaded(x, training=True))
-    np.testing.assert_allclose(loaded_out, np.asarray(model(x, training=True)),
+    loaded_out = to_numpy(loaded(x, training=True))
+    np.testing.assert_allclose(loaded_out, to_numpy(model(x, training=True)),
                                rtol=1e-5, atol=1e-5)
     assert np.abs(restarted_out - loaded_out).max() > 1e-2
     assert float(loaded.get_layer("brn_a").step.numpy()) == 4
@@ -533,8 +533,8 @@ def test_config_round_trip():
              plain_steps=2, r_max_steps=None, d_max_steps=4, scale=False, center=True,
              synchronized=False),
         training=False)
-    np.testing.assert_allclose(np.asarray(clone(x, training=True)),
-                               np.asarray(layer(x, training=True)), rtol=1e-6)
+    np.testing.assert_allclose(to_numpy(clone(x, training=True)),
+                               to_numpy(layer(x, training=True)), rtol=1e-6)
 
 
 @pytest.mark.parametrize("shape,axis", [((3, 4, 4, 3), -1), ((3, 3, 4, 4), 1), ((4, 3), -1),

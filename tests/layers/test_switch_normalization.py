@@ -111,11 +111,11 @@ def test_matches_numpy_reference_in_training_and_inference(shape, axis):
 
     # Inference: IN and LN from the sample, BN from the moving statistics.
     expected, _ = sn_reference(*args, moving=(w["moving_mean"], w["moving_variance"]))
-    np.testing.assert_allclose(np.asarray(layer(x, training=False)), expected,
+    np.testing.assert_allclose(to_numpy(layer(x, training=False)), expected,
                                rtol=1e-4, atol=1e-4)
 
     expected, (batch_mean, batch_var) = sn_reference(*args)
-    np.testing.assert_allclose(np.asarray(layer(x, training=True)), expected,
+    np.testing.assert_allclose(to_numpy(layer(x, training=True)), expected,
                                rtol=1e-4, atol=1e-4)
     after = named_weights(layer)
     np.testing.assert_allclose(after["moving_mean"],
@@ -140,7 +140,7 @@ def test_without_bn_branch_matches_numpy_reference(shape, axis):
     expected, _ = sn_reference(x, axis, w["gamma"], w["beta"], w["mean_weights"],
                                w["variance_weights"], 1e-3, using_bn=False)
     for training in (True, False):
-        np.testing.assert_allclose(np.asarray(layer(x, training=training)), expected,
+        np.testing.assert_allclose(to_numpy(layer(x, training=training)), expected,
                                    rtol=1e-4, atol=1e-4)
     assert_inference_ignores_the_batch(layer, x)
 
@@ -151,8 +151,8 @@ def test_rank2_without_bn_branch_is_layer_normalization(axis):
     layer = SwitchNormalization(axis=axis, using_bn=False)
     layer_norm = keras.layers.LayerNormalization(axis=axis, epsilon=1e-3)
     for training in (True, False):
-        np.testing.assert_allclose(np.asarray(layer(x, training=training)),
-                                   np.asarray(layer_norm(x)), rtol=1e-4, atol=1e-4)
+        np.testing.assert_allclose(to_numpy(layer(x, training=training)),
+                                   to_numpy(layer_norm(x)), rtol=1e-4, atol=1e-4)
 
 
 def test_switch_weights_take_regularizers_and_constraints():
@@ -190,8 +190,8 @@ def test_moving_statistics_over_several_steps():
         flat = x.astype(np.float64).reshape(-1, 3)
         mean = momentum * mean + (1 - momentum) * flat.mean(axis=0)
         var = momentum * var + (1 - momentum) * flat.var(axis=0)  # biased, like Keras BN
-    np.testing.assert_allclose(np.asarray(layer.moving_mean), mean, rtol=1e-5, atol=1e-6)
-    np.testing.assert_allclose(np.asarray(layer.moving_variance), var, rtol=1e-5)
+    np.testing.assert_allclose(to_numpy(layer.moving_mean), mean, rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(to_numpy(layer.moving_variance), var, rtol=1e-5)
 
 
 def test_initial_weights_and_names():
@@ -220,10 +220,10 @@ def test_degenerate_inputs_are_finite_in_training_and_inference(shape, axis):
     x = _input(shape, scale=1.0)
     layer = SwitchNormalization(axis=axis, momentum=0.5)
     for _ in range(2):
-        assert np.isfinite(np.asarray(layer(x, training=True))).all()
-    assert np.isfinite(np.asarray(layer(x, training=False))).all()
-    assert np.isfinite(np.asarray(layer.moving_variance)).all()
-    assert (np.asarray(layer.moving_variance) >= 0).all()
+        assert np.isfinite(to_numpy(layer(x, training=True))).all()
+    assert np.isfinite(to_numpy(layer(x, training=False))).all()
+    assert np.isfinite(to_numpy(layer.moving_variance)).all()
+    assert (to_numpy(layer.moving_variance) >= 0).all()
 
 
 def test_rank2_mixes_only_layer_and_batch_statistics():
@@ -234,7 +234,7 @@ def test_rank2_mixes_only_layer_and_batch_statistics():
         layer.build(x.shape)
         layer.mean_weights.assign([in_logit, 0.3, -0.2])
         layer.variance_weights.assign([in_logit, -0.4, 0.1])
-        outs.append(np.asarray(layer(x, training=True)))
+        outs.append(to_numpy(layer(x, training=True)))
     # The IN logit has no effect at rank 2 ...
     np.testing.assert_allclose(outs[0], outs[1], rtol=1e-6, atol=1e-6)
     np.testing.assert_allclose(outs[2], outs[1], rtol=1e-6, atol=1e-6)
@@ -245,7 +245,7 @@ def test_rank2_mixes_only_layer_and_batch_statistics():
     layer.variance_weights.assign([0.0, 30.0, -30.0])  # LN variance
     xd = x.astype(np.float64)
     ln = (xd - xd.mean(1, keepdims=True)) / np.sqrt(xd.var(1, keepdims=True) + 1e-3)
-    np.testing.assert_allclose(np.asarray(layer(x, training=True)), ln, rtol=1e-4, atol=1e-4)
+    np.testing.assert_allclose(to_numpy(layer(x, training=True)), ln, rtol=1e-4, atol=1e-4)
 
 
 @pytest.mark.parametrize("shape,axis", [((4, 3), -1), ((3, 4, 4, 3), -1), ((3, 3, 4, 4), 1)])
@@ -265,15 +265,15 @@ def test_bn_logits_reproduce_batch_normalization(shape, axis):
     sn.mean_weights.assign([0.0, 0.0, 20.0])
     sn.variance_weights.assign([0.0, 0.0, 20.0])
     # a gap of 20 rounds the BN weight to exactly 1 in float32 (documented: gap ≥ ~18)
-    assert np.asarray(ops.softmax(ops.convert_to_tensor([0.0, 0.0, 20.0])))[2] == 1.0
-    np.testing.assert_allclose(np.asarray(sn(x, training=False)),
-                               np.asarray(bn(x, training=False)), rtol=1e-5, atol=1e-5)
-    np.testing.assert_allclose(np.asarray(sn(x, training=True)),
-                               np.asarray(bn(x, training=True)), rtol=1e-4, atol=1e-4)
-    np.testing.assert_allclose(np.asarray(sn.moving_mean), np.asarray(bn.moving_mean),
+    assert to_numpy(ops.softmax(ops.convert_to_tensor([0.0, 0.0, 20.0])))[2] == 1.0
+    np.testing.assert_allclose(to_numpy(sn(x, training=False)),
+                               to_numpy(bn(x, training=False)), rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(to_numpy(sn(x, training=True)),
+                               to_numpy(bn(x, training=True)), rtol=1e-4, atol=1e-4)
+    np.testing.assert_allclose(to_numpy(sn.moving_mean), to_numpy(bn.moving_mean),
                                rtol=1e-5, atol=1e-6)
-    np.testing.assert_allclose(np.asarray(sn.moving_variance),
-                               np.asarray(bn.moving_variance), rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(to_numpy(sn.moving_variance),
+                               to_numpy(bn.moving_variance), rtol=1e-5, atol=1e-6)
 
 
 def test_inference_of_a_sample_does_not_depend_on_the_batch():
@@ -328,8 +328,8 @@ def test_mixed_precision_close_to_float32(shape, axis):
     mixed.build(shape)
     _randomize(ref)
     assert_mixed_precision_close(ref, mixed, x, training_modes=(True, False))
-    np.testing.assert_allclose(np.asarray(mixed.moving_variance),
-                               np.asarray(ref.moving_variance), rtol=1e-3)
+    np.testing.assert_allclose(to_numpy(mixed.moving_variance),
+                               to_numpy(ref.moving_variance), rtol=1e-3)
 
 
 def test_config_round_trip():
@@ -347,7 +347,7 @@ def test_config_round_trip():
         training=False)
     fresh = SwitchNormalization.from_config(layer.get_config())
     fresh.build(x.shape)
-    np.testing.assert_array_equal(np.asarray(fresh.mean_weights), np.full(3, 2.0))
+    np.testing.assert_array_equal(to_numpy(fresh.mean_weights), np.full(3, 2.0))
     assert isinstance(fresh.variance_weights_regularizer, keras.regularizers.L1)
     assert isinstance(fresh.mean_weights.constraint, keras.constraints.NonNeg)
     no_bn = SwitchNormalization(using_bn=False, name="sn_no_bn")
