@@ -5,7 +5,7 @@
     python benchmarks/calibration.py --json calibration.json
 
 Part A, accuracy, on two trained models nobody tuned for normswap:
-  ResNet-8   the MLPerf Tiny CIFAR-10 reference (realmodels/mlperftiny_ic01_resnet8_cifar10.h5)
+  ResNet-8   the MLPerf Tiny CIFAR-10 reference (tests/data/mlperftiny_ic01_resnet8_cifar10.h5)
              and its 200 test images (raw 0-255 pixels as float32): calibration on the first
              100, accuracy on the other 100.
   demo CNN   normswap's bundled MNIST model: calibration on 256 of its *training* digits
@@ -46,7 +46,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import _timing  # noqa: E402
 
 REPO = Path(__file__).resolve().parent.parent
-REALMODELS = Path(os.environ.get("NORMSWAP_REALMODELS", "/work/shared/realmodels"))
+REALMODELS = Path(os.environ.get("NORMSWAP_REALMODELS", REPO / "tests" / "data"))
 RESNET8_FILE = "mlperftiny_ic01_resnet8_cifar10.h5"
 CIFAR_FILE = "cifar10_test200_mlperftiny_ic01.npz"
 

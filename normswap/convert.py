@@ -8,13 +8,14 @@ import dataclasses
 
 import keras
 
+from normswap.calibration.reconstruct import ReconstructOptions
 from normswap.defaults import CALIBRATION_SAMPLES
 from normswap.errors import NothingToConvertError, UsageError
 from normswap.plan import make_plan
 from normswap.replay import IDENTITY
 from normswap.report import Report, build_report
 from normswap.rewrite import rebuild
-from normswap.samples import input_batches
+from normswap.samples import augmented, input_batches
 from normswap.verify import verify as verify_models
 from normswap.ws import ws_counterpart
 
@@ -66,8 +67,9 @@ def _check_selection(model, the_plan):
 
 def convert(model, target, *, only=None, skip=None, exact=False, ws=False,
             calibration_data=None, calibration_samples=CALIBRATION_SAMPLES,
-            recalibrate_stats=False, distill_steps=0, distill_options=None, eval_data=None,
-            probe=None, progress=False, custom_objects=None, safe_mode=True, **options):
+            recalibrate_stats=False, reconstruct=False, reconstruct_options=None,
+            distill_steps=0, distill_options=None, eval_data=None, probe=None, progress=False,
+            custom_objects=None, safe_mode=True, **options):
     """Swap every selected BatchNormalization of `model` for `target`, carry, verify.
 
     Args:
@@ -82,6 +84,11 @@ def convert(model, target, *, only=None, skip=None, exact=False, ws=False,
             `calibration_samples` samples).
         recalibrate_stats: with calibration data, also re-estimate the moving statistics
             of batch-dependent replacements on the samples.
+        reconstruct: with calibration data, also fit each block's new layers and the convs
+            that feed them to the original's output at the block's end, by gradient steps
+            (block-wise reconstruction; `reconstruct_options`: see
+            calibration/reconstruct.py `ReconstructOptions`, plus `augment`: mirror and
+            shift image samples, 8× as many, default True).
         distill_steps: fine-tune the new model this many steps to match the original's
             outputs on the calibration samples (`distill_options`: see calibration/distill.py).
         eval_data: samples the end-to-end fidelity is measured on (default: the calibration
@@ -100,8 +107,9 @@ def convert(model, target, *, only=None, skip=None, exact=False, ws=False,
     if calibration_data is not None:
         calibration_batches = input_batches(model, calibration_data, samples=calibration_samples,
                                             what="calibration data")
-    elif distill_steps or recalibrate_stats:
-        raise UsageError("Distillation and statistics re-estimation need calibration_data.")
+    elif distill_steps or recalibrate_stats or reconstruct:
+        raise UsageError("Distillation, reconstruction and statistics re-estimation need "
+                         "calibration_data.")
     if eval_data is not None:
         eval_batches = input_batches(model, eval_data, what="evaluation data")
     replacements = {id(sp.site.layer): _replace(sp) for sp in the_plan.swapped}
@@ -113,7 +121,13 @@ def convert(model, target, *, only=None, skip=None, exact=False, ws=False,
 
         restated = _recompute_statistics(new_model, the_plan, layer_map,
                                          calibration_batches) if recalibrate_stats else []
-        calibration, fits = calibrate(model, layer_map, the_plan.swapped, calibration_batches)
+        options = _reconstruct_options(reconstruct, reconstruct_options)
+        fit_batches = calibration_batches
+        if options is not None and options.pop("augment", True):
+            fit_batches = augmented(calibration_batches)
+        calibration, fits = calibrate(
+            model, layer_map, the_plan.swapped, fit_batches, progress=_progress(progress),
+            reconstruct=None if options is None else ReconstructOptions(**options))
         calibration["recalibrated_stats"] = restated
         if distill_steps:
             distillation = _distill(model, new_model, the_plan, layer_map, calibration_batches,
@@ -130,6 +144,31 @@ def convert(model, target, *, only=None, skip=None, exact=False, ws=False,
                           fidelity=fidelity, fits=fits, calibration=calibration,
                           distillation=distillation)
     return Conversion(model=new_model, report=report)
+
+
+def _reconstruct_options(reconstruct, options):
+    if not reconstruct:
+        if options:
+            raise UsageError("reconstruct_options are given but reconstruct is False.")
+        return None
+    options = dict(options or {})
+    known = set(ReconstructOptions.__dataclass_fields__) | {"augment"}
+    unknown = sorted(set(options) - known)
+    if unknown:
+        raise UsageError(f"Unknown reconstruct option(s) {', '.join(unknown)}; known: "
+                         f"{', '.join(sorted(known))}.")
+    return options
+
+
+def _progress(enabled):
+    """A callback that shows reconstruction's blocks on stderr, when asked for."""
+    if not enabled:
+        return None
+    from rich.console import Console
+
+    console = Console(stderr=True)
+    return lambda block, done: console.print(f"  reconstructed block {done}: {block}",
+                                             highlight=False)
 
 
 def _recompute_statistics(new_model, the_plan, layer_map, batches):

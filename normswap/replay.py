@@ -124,22 +124,31 @@ class Replay:
         per model output, flat."""
         functional = graph_model_of(model)
         values = {id(t): v for t, v in zip(functional.inputs, inputs)}
-        uses = _uses(model)
-        for node in model_nodes(model):
+        return self.run_nodes(model_nodes(model), values, functional.outputs)
+
+    def run_nodes(self, nodes, values, outputs):
+        """Replay `nodes` — calls of one graph, in topological order — starting from
+        `values` ({id(tensor): value} of the tensors they read from outside); return the
+        values of the tensors `outputs`, in order. `run` replays a whole model this way;
+        a caller can replay a part of one (a block of calls between two tensors)."""
+        values = dict(values)
+        uses = collections.Counter(id(t) for n in nodes for t in n.input_tensors)
+        uses.update(id(t) for t in outputs)
+        for node in nodes:
             args, kwargs = node.arguments.fill_in(values)
             operation = node.operation
             if is_graph_model(operation):
-                outputs = self.call_model(node, operation, args, kwargs)
+                results = self.call_model(node, operation, args, kwargs)
             else:
-                outputs = self.call_operation(node, args, kwargs)
-            for tensor, value in zip(node.outputs, outputs):
+                results = self.call_operation(node, args, kwargs)
+            for tensor, value in zip(node.outputs, results):
                 if uses[id(tensor)]:
                     values[id(tensor)] = value
             for tensor in node.input_tensors:
                 uses[id(tensor)] -= 1
                 if uses[id(tensor)] == 0:
                     values.pop(id(tensor), None)
-        return [values[id(t)] for t in functional.outputs]
+        return [values[id(t)] for t in outputs]
 
     def call_operation(self, node, args, kwargs):
         """The outputs of one call of a layer or a raw operation (default: the call)."""
@@ -148,10 +157,3 @@ class Replay:
     def call_model(self, node, model, args, kwargs):
         """The outputs of one call of a nested graph model (default: replay its graph)."""
         return self.run(model, call_values(node, args, kwargs))
-
-
-def _uses(model):
-    """How many times each tensor of the graph is read (the outputs count once more)."""
-    uses = collections.Counter(id(t) for n in model_nodes(model) for t in n.input_tensors)
-    uses.update(id(t) for t in model_outputs(model))
-    return uses

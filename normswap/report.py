@@ -121,8 +121,20 @@ def _carried_text(carried):
 
 
 def _params_text(params):
-    text = ", ".join(f"{k}={v}" for k, v in params.items() if k != "auto") or "-"
+    text = ", ".join(f"{k}={v:.3g}" if isinstance(v, float) else f"{k}={v}"
+                     for k, v in params.items() if k != "auto") or "-"
     return text + (" (auto)" if params.get("auto") else "")
+
+
+def _fit_text(fidelity):
+    """Calibration's R² before → after, and the site's block after reconstruction."""
+    if not fidelity:
+        return "-"
+    text = f"{fidelity['r2_before']:.2f} → {fidelity['r2_after']:.2f}"
+    block = fidelity.get("block")
+    if block:
+        text += f" (block {block['r2_before']:.2f} → {block['r2_after']:.2f})"
+    return text
 
 
 def site_table(rows, title):
@@ -140,9 +152,7 @@ def site_table(rows, title):
                  _carried_text(getattr(row, "carried", ())),
                  "yes" if row.exact else ("-" if row.target is None else "no")]
         if fitted:
-            fidelity = getattr(row, "fidelity", None)
-            cells.append(f"{fidelity['r2_before']:.2f} → {fidelity['r2_after']:.2f}"
-                         if fidelity else "-")
+            cells.append(_fit_text(getattr(row, "fidelity", None)))
         table.add_row(*cells, note)
     return table
 
@@ -162,6 +172,14 @@ def render(report, console=None):
                       f"one pass ({c['layer_calls']} layer calls)"
                       + ("; moving statistics re-estimated" if c["recalibrated_stats"] else "")
                       + ".", soft_wrap=True)
+    blocks = (report.calibration or {}).get("reconstruction")
+    if blocks:
+        improved = sum(b["improved"] for b in blocks)
+        before = sum(b["r2_before"] for b in blocks) / len(blocks)
+        after = sum(b["r2_after"] for b in blocks) / len(blocks)
+        console.print(f"Reconstructed {len(blocks)} blocks: held-out R² {before:.3f} → "
+                      f"{after:.3f} on average; {improved} improved, "
+                      f"{len(blocks) - improved} kept as calibrated.", soft_wrap=True)
     if report.distillation:
         d = report.distillation
         console.print(f"Distilled {d['steps']} steps ({', '.join(d['loss_kinds'])}): "

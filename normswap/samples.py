@@ -116,6 +116,47 @@ def input_batches(model, data, *, samples=None, batch_size=BATCH_SIZE, what="sam
     return batches
 
 
+SHIFTS = ((0, 0), (2, 0), (0, 2), (-2, -2))
+
+
+def image_axes(array):
+    """(height axis, width axis) of a batch of images (N, H, W, C) or (N, C, H, W) with at
+    most 4 channels, else None."""
+    if array.ndim != 4:
+        return None
+    if array.shape[-1] <= 4 < min(array.shape[1:3]):
+        return 1, 2
+    if array.shape[1] <= 4 < min(array.shape[2:4]):
+        return 2, 3
+    return None
+
+
+def _shifted(images, shift, axes):
+    """`images` moved by `shift` pixels along `axes`, the edge repeated where they left."""
+    pad = [(0, 0)] * images.ndim
+    slices = [slice(None)] * images.ndim
+    for amount, axis in zip(shift, axes):
+        pad[axis] = (max(amount, 0), max(-amount, 0))
+        slices[axis] = slice(max(-amount, 0), images.shape[axis] + max(-amount, 0))
+    return np.pad(images, pad, mode="edge")[tuple(slices)]
+
+
+def augmented(batches):
+    """The batches followed by their mirror images and small shifts (8× the samples):
+    for single-input models of images only; other batches come back unchanged. Unlabelled
+    samples are few; a block fitted on them alone overfits."""
+    if len(batches[0]) != 1 or image_axes(batches[0][0]) is None:
+        return batches
+    result = []
+    for flip in (False, True):
+        for shift in SHIFTS:
+            for (images,) in batches:
+                axes = image_axes(images)
+                moved = np.flip(images, axes[1]) if flip else images
+                result.append([_shifted(moved, shift, axes)])
+    return result
+
+
 def subsample(array, samples, seed):
     """`samples` rows of `array` chosen with `seed` (all rows, in order, if it has fewer)."""
     arrays = list(array) if isinstance(array, (tuple, list)) else [array]

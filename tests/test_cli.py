@@ -218,3 +218,24 @@ def test_cli_calibration_and_bad_file(tmp_path, capsys, trained):
     err = capsys.readouterr().err.strip().splitlines()
     assert status == 2 and len(err) == 1 and "do not fit" in err[0]
     assert not bad_out.exists()
+
+
+def test_cli_reconstruction(tmp_path, capsys, trained):
+    from normswap.cli import main
+
+    model, calibration, _ = trained
+    source = tmp_path / "demo.keras"
+    model.save(source)
+    np.savez(tmp_path / "calib.npz", x=calibration[:32])
+    out = tmp_path / "out.keras"
+    status = main([str(source), "--to", "evonorm", "-o", str(out), "--json",
+                   "--calibrate", str(tmp_path / "calib.npz"), "--reconstruct",
+                   "--reconstruct-steps", "5"])
+    captured = capsys.readouterr()
+    assert status == 0, captured.err
+    blocks = json.loads(captured.out)["calibration"]["reconstruction"]
+    assert len(blocks) == 7 and all(b["r2_after"] >= b["r2_before"] for b in blocks)
+    status = main([str(source), "--to", "evonorm", "-o", str(tmp_path / "x.keras"),
+                   "--reconstruct"])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert status == 2 and len(err) == 1 and "--calibrate" in err[0]

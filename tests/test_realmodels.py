@@ -1,4 +1,4 @@
-"""Conversions of real trained models other people made (../shared/realmodels)."""
+"""Conversions of real trained models other people made (tests/data)."""
 
 import numpy as np
 import pytest

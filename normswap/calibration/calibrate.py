@@ -83,7 +83,7 @@ class _SiteCalibrator:
     def _choices(self, site_plan, layer, new_inputs, outputs):
         """The parameter sets to try; a target that can rank them cheaply spares re-runs."""
         hooks = site_plan.target.calibration
-        choices = hooks.choices(site_plan.site, site_plan.params)
+        choices = hooks.choices(site_plan.site, site_plan.params, new_inputs)
         if len(choices) > 1:
             ranked = hooks.rank_choices(site_plan.site, layer, choices, new_inputs, outputs)
             if ranked is not None:
@@ -110,8 +110,12 @@ def _response_stats(layer, gamma_var, beta_var, neutral, new_inputs, targets, ax
     return stats
 
 
-def calibrate(model, layer_map, site_plans, batches):
+def calibrate(model, layer_map, site_plans, batches, *, reconstruct=None, progress=None):
     """Re-fit the swapped layers of the new model (see module doc) in one lockstep pass.
+
+    `reconstruct` (a `reconstruct.ReconstructOptions`): also fit each block's new layers
+    and feeding convs by gradient steps in the same pass (block-wise reconstruction);
+    `progress(block_name, blocks_done)` is called after each block.
 
     Returns (summary dict, {id(BN layer): SiteFit}) — the SiteFits of the sites calibration
     looked at, including shared ones it left alone (with a note saying why).
@@ -125,11 +129,32 @@ def calibrate(model, layer_map, site_plans, batches):
                "different inputs"]) for sp in sites if sp.site.calls > 1}
     sites = [sp for sp in sites if sp.site.calls == 1]
     hook = _SiteCalibrator(sites, layer_map)
-    lockstep = Lockstep(layer_map, hooked=[id(sp.site.layer) for sp in sites], on_site=hook)
+    hooked = [id(sp.site.layer) for sp in sites]
+    if reconstruct is None:
+        lockstep = Lockstep(layer_map, hooked=hooked, on_site=hook)
+    else:
+        from normswap.calibration.reconstruct import Reconstruction
+
+        lockstep = Reconstruction(layer_map, {id(sp.site.layer): sp.site for sp in sites},
+                                  reconstruct, progress, hooked=hooked, on_site=hook)
     if sites:  # exact conversions have nothing to fit: no pass at all
         lockstep.run_batches(model, batches)
     fits.update(hook.fits)
     summary = {"samples": int(sum(len(b[0]) for b in batches)),
                "sites_calibrated": sum(f.fidelity is not None for f in hook.fits.values()),
                "layer_calls": lockstep.calls}
+    if reconstruct is not None:
+        summary["reconstruction"] = _attach_blocks(lockstep.results, sites, fits)
     return summary, fits
+
+
+def _attach_blocks(results, sites, fits):
+    """Each site's block fit (block R² before and after) in its SiteFit; the block list."""
+    by_name = {sp.site.name: id(sp.site.layer) for sp in sites}
+    for result in results:
+        for name in result["sites"]:
+            fit = fits.get(by_name.get(name))
+            if fit is not None and fit.fidelity is not None:
+                fit.fidelity["block"] = {k: result[k] for k in ("block", "r2_before",
+                                                                  "r2_after", "improved")}
+    return results

@@ -30,8 +30,10 @@ class AffineCalibration:
         """What the replacement's output should match: by default the BN's output."""
         return bn_output
 
-    def choices(self, site, params):
-        """Parameter sets calibration may choose between; the first is the planned one."""
+    def choices(self, site, params, inputs):
+        """Parameter sets calibration may choose between; the first is the planned one.
+        `inputs`: per batch, the new layer's input on the samples (for choices that
+        depend on the data's scale)."""
         return [params]
 
     def rank_choices(self, site, layer, choices, inputs, outputs):

@@ -4,6 +4,7 @@ import json
 
 import click
 
+from normswap.calibration.reconstruct import ReconstructOptions
 from normswap.cli._common import (
     cli,
     group_norm_seed_option,
@@ -54,6 +55,12 @@ def _groups(value):
               help="Samples used for calibration.")
 @click.option("--recalibrate-stats", is_flag=True,
               help="Re-estimate moving statistics on the samples (new domain).")
+@click.option("--reconstruct", is_flag=True,
+              help="Also fit each block's new layers and convs to the original by gradient "
+                   "steps (block-wise reconstruction).")
+@click.option("--reconstruct-steps", type=click.IntRange(min=0),
+              default=ReconstructOptions.steps, show_default=True,
+              help="Most gradient steps per block in reconstruction.")
 @click.option("--distill-steps", type=click.IntRange(min=0), default=0, show_default=True,
               help="Fine-tune to match the original's outputs for N steps.")
 @click.option("--distill-sites", is_flag=True,
@@ -72,7 +79,8 @@ def _groups(value):
 @click.option("--debug", is_flag=True, help="Show tracebacks and TensorFlow's own messages.")
 def convert_command(model, target, output, groups, only, skip, exact, ws, switch_init,
                     calibrate_file, calibrate_key, calibrate_samples, recalibrate_stats,
-                    distill_steps, distill_sites, eval_file, eval_key, seed, dry_run,
+                    reconstruct, reconstruct_steps, distill_steps, distill_sites, eval_file,
+                    eval_key, seed, dry_run,
                     as_json, force, weights, custom_objects, unsafe, group_norm_seed, debug):
     """Convert MODEL (a .keras / .h5 file or keras:<Application>) and write it to OUTPUT."""
     import normswap
@@ -82,8 +90,12 @@ def convert_command(model, target, output, groups, only, skip, exact, ws, switch
     if not dry_run and not output:
         raise UsageError("Missing option '-o' / '--output' (or use --dry-run).")
     options = {k: v for k, v in (("groups", groups), ("switch_init", switch_init)) if v is not None}
+    fitting = {"recalibrate_stats": recalibrate_stats, "reconstruct": reconstruct,
+               "distill_steps": distill_steps}
+    if reconstruct:
+        fitting["reconstruct_options"] = {"steps": reconstruct_steps, "seed": seed}
     data = _data_options(calibrate_file, calibrate_key, calibrate_samples, seed, eval_file,
-                         eval_key, recalibrate_stats, distill_steps)
+                         eval_key, fitting)
     if distill_sites:
         data["distill_options"] = {"match_sites": True}
     with step(f"Loading {model}", as_json):
@@ -101,7 +113,7 @@ def convert_command(model, target, output, groups, only, skip, exact, ws, switch
     protected = (model,) if not model.startswith("keras:") else ()
     check_output_path(output, force=force, protected=protected)
     labels = data.pop("labels")
-    with step("Converting and verifying", as_json or distill_steps):
+    with step("Converting and verifying", as_json or distill_steps or reconstruct):
         result = normswap.convert(loaded, target, only=only, skip=skip, exact=exact, ws=ws,
                                   progress=not as_json and stderr.is_terminal, **data, **options)
     accuracy = _accuracy(loaded, result.model, data.get("eval_data"), labels)
@@ -122,7 +134,7 @@ def convert_command(model, target, output, groups, only, skip, exact, ws, switch
 
 
 def _data_options(calibrate_file, calibrate_key, calibrate_samples, seed, eval_file, eval_key,
-                  recalibrate_stats, distill_steps):
+                  fitting):
     """Calibration / evaluation arrays and options for convert(), read from the CLI files."""
     from normswap.samples import has_array, load_array_file, subsample
 
@@ -130,10 +142,10 @@ def _data_options(calibrate_file, calibrate_key, calibrate_samples, seed, eval_f
     if calibrate_file:
         samples = load_array_file(calibrate_file, calibrate_key, "--calibrate")
         data.update(calibration_data=subsample(samples, calibrate_samples, seed),
-                    calibration_samples=calibrate_samples,
-                    recalibrate_stats=recalibrate_stats, distill_steps=distill_steps)
-    elif recalibrate_stats or distill_steps:
-        raise UsageError("--recalibrate-stats and --distill-steps need --calibrate FILE.")
+                    calibration_samples=calibrate_samples, **fitting)
+    elif fitting["recalibrate_stats"] or fitting["reconstruct"] or fitting["distill_steps"]:
+        raise UsageError("--recalibrate-stats, --reconstruct and --distill-steps need "
+                         "--calibrate FILE.")
     if eval_file:
         key = eval_key or ("x" if has_array(eval_file, "x") else None)
         data["eval_data"] = load_array_file(eval_file, key, "--eval")

@@ -21,7 +21,7 @@ from normswap.targets.base import Replacement, Skip, Target, built, keras_axis, 
 class GroupCountCalibration(AffineCalibration):
     """With groups='auto', calibration also picks each site's group count by fit."""
 
-    def choices(self, site, params):
+    def choices(self, site, params, inputs):
         """Every count in 1, 2, 4, …, 32 that divides the channels into groups of at least
         two; calibration keeps the one whose output fits the BN's best."""
         if not params.get("auto"):
@@ -35,7 +35,7 @@ class GroupCountCalibration(AffineCalibration):
         from per-(sample, channel) sums over the spatial axes (see `group_fit_r2`)."""
         moments = sample_channel_sums(inputs, outputs, site.axis)
         scores = [group_fit_r2(moments, c["groups"], layer.epsilon) for c in choices]
-        return int(np.argmax(scores))
+        return int(np.argmax(np.round(scores, 6)))  # float32 ties: the earlier choice
 
     def apply_params(self, layer, params):
         layer.groups = params["groups"]  # γ and β are per channel: any count fits them

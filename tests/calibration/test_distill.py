@@ -9,9 +9,11 @@ from tests.checks import mean_deviation
 def test_distillation_moves_towards_the_teacher_and_leaves_it_alone(trained):
     model, calibration, held_out = trained
     before = [w.copy() for w in model.get_weights()]
-    calibrated = normswap.convert(model, "frn", calibration_data=calibration)
-    distilled = normswap.convert(model, "frn", calibration_data=calibration, distill_steps=30,
-                                 distill_options={"learning_rate": 1e-3})
+    # layernorm: since calibration picks FRN's ε from the data, calibrated FRN is too close
+    # to the original for 30 steps to show a move.
+    calibrated = normswap.convert(model, "layernorm", calibration_data=calibration)
+    distilled = normswap.convert(model, "layernorm", calibration_data=calibration,
+                                 distill_steps=30)
     summary = distilled.report.distillation
     assert summary["steps"] == 30 and summary["loss_kinds"] == ["kl_divergence"]
     assert summary["last_loss"] < summary["first_loss"]

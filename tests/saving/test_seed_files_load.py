@@ -1,6 +1,6 @@
 """Legacy `.h5` files of the five seed libraries load with normswap.load_model, with no
 custom_objects, and compute what the seed's own code computed (tests/seeds/,
-/work/seed_notes.md; the mapping: normswap/saving/seeds/).
+docs/seed-layers.md; the mapping: normswap/saving/seeds/).
 
 The files are written once per module by tf_keras in a separate process (the tests never
 import tf_keras, as in test_keras2_files.py): every variant of tests/seeds/make_files.py,
@@ -235,7 +235,8 @@ def loaded(files):
 
 def expected_outputs(f):
     """What the seed computed with training=False; for titu1994's BatchRenormalization,
-    what Keras 2's predict gave (the running statistics: see seeds.mappers.batch_renormalization)."""
+    what Keras 2's predict gave (the running statistics: see
+    seeds.mappers.batch_renormalization)."""
     if f.seed == "batchrenorm":
         return f.alternatives["learning_phase_0"]
     return f.outputs

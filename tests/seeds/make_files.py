@@ -73,7 +73,7 @@ class SeedFile:
         outputs: the tf_keras model's output on `x` with `training=False` (logits,
             float32) - what the seed's code computes with training=False. For
             BatchRenormalization that is the batch-statistics output; what Keras 2's
-            predict gave is alternatives["learning_phase_0"] (see /work/seed_notes.md).
+            predict gave is alternatives["learning_phase_0"] (see docs/seed-layers.md).
         layer_inputs, layer_outputs: the seed layer's input and its output on it with
             `training=False`, for checking the mapped layer alone.
         weights: the seed layer's weights by short name (the saved name without the layer

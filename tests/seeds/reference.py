@@ -1,7 +1,7 @@
 """NumPy references of what each seed layer computes at inference (`training=False`).
 
 Independent of seed_layers.py (which is TensorFlow): these are the formulas of
-/work/seed_notes.md, written out in float64 with NumPy only. `weights` arguments are
+docs/seed-layers.md, written out in float64 with NumPy only. `weights` arguments are
 the seed layer's weights by their short names (as `make_files.SeedFile.weights` gives them).
 Every function takes x of any rank the seed accepts, channels on `axis`.
 """

@@ -13,7 +13,7 @@ here. Each class below is an independent re-implementation that writes what the 
   flags, so that the legacy `.h5` file (weights stored per layer in the order
   `trainable_weights + non_trainable_weights`) has the seed's layout,
 
-and computes the seed's formula, defects included (see /work/seed_notes.md, written from the
+and computes the seed's formula, defects included (see docs/seed-layers.md, written from the
 seed sources). The `training=False` path is the one that matters; training paths are
 implemented where it was cheap and are not meant to be bit-exact (the seeds' Keras 2.1/2.2
 moving averages were zero-debiased, these use the plain update).

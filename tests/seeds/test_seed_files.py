@@ -1,6 +1,6 @@
 """The seed fixtures themselves: each stand-in layer computes its seed's NumPy formula, each
 file has the seed's layout, and plain Keras 3 treats the files as measured in
-/work/seed_notes.md (Unknown layer, or - GroupNormalization - a silent wrong load).
+docs/seed-layers.md (Unknown layer, or - GroupNormalization - a silent wrong load).
 
 These tests need tf_keras (the Keras 2 package), which normswap's `test` extra does not
 install: they are skipped without it.

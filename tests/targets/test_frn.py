@@ -1,6 +1,7 @@
 """The frn target: FRN + TLU, the TLU standing in for a following ReLU."""
 
 import numpy as np
+import pytest
 
 import normswap
 from normswap.verify import probe_batch
@@ -31,3 +32,36 @@ def test_frn_folds_the_bn_affine_into_its_conv():
     # Where the BN cannot fold (after an Add), γ and β are copied instead.
     np.testing.assert_allclose(new.get_layer("post_add_bn").gamma.numpy(),
                                model.get_layer("post_add_bn").gamma.numpy())
+
+
+def test_the_data_chooses_frn_epsilon_in_closed_form_as_by_running_the_layer():
+    from normswap.layers import FilterResponseNormalization
+    from normswap.targets.frn import _frn_fit_r2, channel_mean_squares
+
+    rng = np.random.default_rng(7)
+    x = rng.normal(0.5, 2.0, size=(12, 5, 5, 6)).astype("float32")
+    y = (np.tanh(x) * rng.uniform(0.5, 2, 6) + rng.normal(0, 0.1, x.shape)).astype("float32")
+    nu2, sums = channel_mean_squares([x[:5], x[5:]], 3, [y[:5], y[5:]])
+    for epsilon in (1e-6, 0.1, 3.0):
+        layer = FilterResponseNormalization(epsilon=epsilon, use_tlu=False)
+        n = np.asarray(layer(x)).reshape(-1, 6)
+        target = y.reshape(-1, 6)
+        sse = sst = 0.0
+        for c in range(6):
+            design = np.stack([n[:, c], np.ones(len(n))], axis=1)
+            coef, *_ = np.linalg.lstsq(design, target[:, c], rcond=None)
+            sse += np.sum((design @ coef - target[:, c]) ** 2)
+            sst += np.sum((target[:, c] - target[:, c].mean()) ** 2)
+        assert _frn_fit_r2(nu2, sums, epsilon) == pytest.approx(1 - sse / sst, abs=1e-4)
+
+
+def test_calibration_reports_the_epsilon_it_chose(trained):
+    model, calibration, _ = trained
+    report = normswap.convert(model, "frn", calibration_data=calibration).report
+    chosen = [s.params.get("epsilon") for s in report.sites if s.target.name == "frn"]
+    assert any(e is not None and e > 1e-6 for e in chosen)
+    new = normswap.convert(model, "frn", calibration_data=calibration).model
+    epsilons = {s.site.name: s.params.get("epsilon") for s in report.sites}
+    for name, epsilon in epsilons.items():
+        if epsilon is not None:
+            assert new.get_layer(name).epsilon == pytest.approx(epsilon)
