@@ -4,10 +4,11 @@
     normswap inspect MODEL                         the model's BN sites
     normswap targets                               what can be swapped in
     normswap restat MODEL --data FILE -o OUT       precise population statistics
+    normswap plot MODEL -o out.png [--report F]    SwitchNorm shares, site fidelity
     normswap demo [--to TARGET]                    the embedded example
 
-One module a command (convert.py, inspection.py, restat.py, targets.py, demo.py); _common.py holds
-the command group and what the commands share.
+One module a command (convert.py, inspection.py, restat.py, plot.py, targets.py, demo.py);
+_common.py holds the command group and what the commands share.
 
 Exit status: 0 on success, 2 for bad usage or an unreadable input, 1 for any other failure.
 A failure prints one line on stderr; --debug shows the traceback.
@@ -19,7 +20,7 @@ import warnings
 
 import click
 
-from normswap.cli import convert, demo, inspection, restat, targets  # noqa: F401
+from normswap.cli import convert, demo, inspection, plot, restat, targets  # noqa: F401
 from normswap.cli._common import cli, stderr
 from normswap.errors import NormswapError
 

@@ -1,6 +1,7 @@
 """`normswap MODEL --to TARGET -o OUT`: convert, verify, save."""
 
 import json
+from pathlib import Path
 
 import click
 
@@ -73,6 +74,8 @@ def _groups(value):
               help="Seed for choosing calibration samples.")
 @click.option("--dry-run", is_flag=True, help="Print the plan and write nothing.")
 @click.option("--json", "as_json", is_flag=True, help="Print the report as JSON on stdout.")
+@click.option("--report-file", type=click.Path(dir_okay=False),
+              help="Also write the report as JSON to this file (for normswap plot).")
 @click.option("--force", is_flag=True, help="Overwrite an existing output file.")
 @model_source_options
 @group_norm_seed_option
@@ -80,8 +83,8 @@ def _groups(value):
 def convert_command(model, target, output, groups, only, skip, exact, ws, switch_init,
                     calibrate_file, calibrate_key, calibrate_samples, recalibrate_stats,
                     reconstruct, reconstruct_steps, distill_steps, distill_sites, eval_file,
-                    eval_key, seed, dry_run,
-                    as_json, force, weights, custom_objects, unsafe, group_norm_seed, debug):
+                    eval_key, seed, dry_run, as_json, report_file, force, weights,
+                    custom_objects, unsafe, group_norm_seed, debug):
     """Convert MODEL (a .keras / .h5 file or keras:<Application>) and write it to OUTPUT."""
     import normswap
     from normswap.report import render, site_table
@@ -119,10 +122,12 @@ def convert_command(model, target, output, groups, only, skip, exact, ws, switch
     accuracy = _accuracy(loaded, result.model, data.get("eval_data"), labels)
     with step(f"Saving {output}", as_json):
         written = save_model(result.model, output, force=force, protected=protected)
+    payload = {**result.report.to_dict(), "output": str(written)}
+    if accuracy:
+        payload["accuracy"] = accuracy
+    if report_file:
+        Path(report_file).write_text(json.dumps(payload, indent=2, default=str))
     if as_json:
-        payload = {**result.report.to_dict(), "output": str(written)}
-        if accuracy:
-            payload["accuracy"] = accuracy
         click.echo(json.dumps(payload, indent=2, default=str))
     else:
         render(result.report, stdout)

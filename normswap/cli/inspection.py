@@ -17,19 +17,28 @@ from normswap.cli._common import (
 @cli.command("inspect")
 @click.argument("model")
 @click.option("--json", "as_json", is_flag=True, help="Print a JSON object with a `sites` list.")
+@click.option("--graph", "graph_file", type=click.Path(dir_okay=False),
+              help="Also draw the layer graph, BN sites highlighted (.dot, .svg or .png).")
+@click.option("--to", "target", help="With --graph: label each site with its planned fate.")
 @model_source_options
 @group_norm_seed_option
 @click.option("--debug", is_flag=True, help="Show tracebacks.")
-def inspect_command(model, as_json, weights, custom_objects, unsafe, group_norm_seed, debug):
+def inspect_command(model, as_json, graph_file, target, weights, custom_objects, unsafe,
+                    group_norm_seed, debug):
     """List the BatchNormalization sites of MODEL and their neighbourhoods."""
     from rich.table import Table
 
-    from normswap.graph import find_sites
+    from normswap.graph import build_graph, find_sites
     from normswap.saving import load_notes
 
+    if target and not graph_file:
+        raise click.UsageError("--to goes with --graph (to convert: normswap MODEL --to ...)")
     with step(f"Loading {model}", as_json):
         loaded = load(model, weights, custom_objects, unsafe, group_norm_seed)
-    sites = find_sites(loaded)
+    graph = build_graph(loaded)
+    sites = find_sites(loaded, graph)
+    if graph_file:
+        _draw(loaded, graph, graph_file, target)
     notes = load_notes(loaded)
     if as_json:
         payload = {"model": loaded.name, "params": loaded.count_params(),
@@ -50,3 +59,13 @@ def inspect_command(model, as_json, weights, custom_objects, unsafe, group_norm_
     stdout.print(table)
     for note in notes:  # Keras 2 library layers the loader mapped (saving/seeds/)
         stdout.print(str(note), highlight=False, markup=False, soft_wrap=True)
+    if graph_file:
+        stdout.print(f"Wrote the graph to {graph_file}")
+
+
+def _draw(model, graph, path, target):
+    from normswap.pictures.graph_picture import write_graph
+    from normswap.plan import make_plan
+
+    plan = make_plan(model, target) if target else None
+    write_graph(graph, path, plan, title=model.name)
