@@ -17,7 +17,7 @@ from normswap.report import Report, build_report
 from normswap.rewrite import rebuild
 from normswap.samples import augmented, input_batches
 from normswap.verify import verify as verify_models
-from normswap.ws import ws_counterpart
+from normswap.ws import ws_applied_note, ws_counterpart
 
 
 @dataclasses.dataclass
@@ -50,8 +50,8 @@ def _replace(site_plan):
     if not site_plan.ws:
         return replacement
     layers = dict(replacement.layers)
-    layers[site.producer] = ws_counterpart(site, layers.get(site.producer))
-    note = f"'{site.producer.name}' → {type(layers[site.producer]).__name__}"
+    layers[site.source] = ws_counterpart(site, layers.get(site.source))
+    note = ws_applied_note(site, layers[site.source])
     return dataclasses.replace(replacement, layers=layers, notes=replacement.notes + [note])
 
 

@@ -9,6 +9,11 @@ too, tagged with the nested model's path. Edges follow tensors inside one model'
 For every BatchNormalization layer the walk yields one `BNSite` that knows its producer (the
 layer whose output it normalizes), whether that producer feeds anything else, its consumers,
 and a ReLU that only it feeds (which a TLU can absorb).
+
+A custom layer (a `keras.layers.Layer` subclass, not a model) may hold BatchNormalization
+layers that its own Python `call` runs, as KerasHub's MobileNet and EfficientNet blocks do.
+Those calls are not graph nodes, so normswap cannot rewrite them; each such BN is still a
+site, marked with the layer it sits `inside`, which the plan skips with that reason.
 """
 
 import dataclasses
@@ -42,6 +47,14 @@ class BNSite:
     consumers: list = dataclasses.field(default_factory=list)
     relu: object = None  # a ReLU that only this BN feeds, called once
     pooled: bool = False  # the output (through that ReLU) feeds a global pooling directly
+    # The layer that computes the BN's input before any element-wise layers (activations,
+    # dropout, casts) — the conv Weight Standardization belongs to — the element-wise
+    # layers passed on the way, and whether nothing else reads its output.
+    source: object = None
+    source_input_shape: tuple = None
+    source_path: tuple = ()
+    source_exclusive: bool = False
+    inside: object = None  # the custom layer whose Python code calls this BN (out of reach)
 
     @property
     def name(self):
@@ -85,6 +98,7 @@ class BNSite:
             "consumers": [layer.name for layer in self.consumers],
             "relu_after": self.relu.name if self.relu is not None else None,
             "global_pooling_after": self.pooled,
+            "inside_layer": self.inside.name if self.inside is not None else None,
         }
 
 
@@ -111,7 +125,7 @@ class _GraphBuilder(Replay):
     model input): every call becomes a node, every tensor read an edge."""
 
     def __init__(self):
-        self.graph = nx.DiGraph()
+        self.graph = nx.DiGraph(hidden=[])  # hidden: (scope, custom layer holding BNs)
         self.scope = ()
         self.output_ids = set()
         self.seen = set()
@@ -136,6 +150,11 @@ class _GraphBuilder(Replay):
         operation = node.operation
         if isinstance(operation, keras.Model) and _contains_batchnorm(operation):
             _refuse_subclassed(operation, self.scope + (operation.name,))
+        if (isinstance(operation, keras.layers.Layer) and id(operation) not in self.seen
+                and not isinstance(operation, keras.layers.BatchNormalization)
+                and _contains_batchnorm(operation)):
+            self.seen.add(id(operation))  # a custom layer whose code calls BNs: noted once
+            self.graph.graph["hidden"].append((self.scope, operation))
         return self._add_call(node, args, kwargs)
 
     def call_model(self, node, model, args, kwargs):
@@ -153,7 +172,8 @@ def build_graph(model):
     keras.ops operation), `scope` (path of the model whose graph holds the call), `node`
     (the Keras Node), `is_output` (the call produces an output of that model). Edges
     follow tensors inside one model's graph; a nested model's own calls are nodes too,
-    walked once however often the model is called.
+    walked once however often the model is called. The graph attribute `hidden` lists
+    (scope, layer) for every custom layer holding BatchNormalization layers of its own.
     """
     if not is_graph_model(model):
         if isinstance(model, keras.Model):
@@ -183,7 +203,62 @@ def find_sites(model, graph=None):
             continue
         seen.add(id(layer))
         sites.append(_describe_site(graph, key, calls_of))
+    for scope, holder in graph.graph.get("hidden", []):
+        for layer in holder._flatten_layers(include_self=False, recursive=True):
+            if isinstance(layer, keras.layers.BatchNormalization) and id(layer) not in seen:
+                seen.add(id(layer))
+                sites.append(_describe_hidden_site(layer, scope, holder))
     return sites
+
+
+def _describe_hidden_site(layer, scope, holder):
+    """A BN that the custom layer `holder` calls from its Python code: what its build
+    recorded (input shape, channels), no graph neighbourhood."""
+    input_shape = tuple((layer.get_build_config() or {}).get("input_shape") or ())
+    rank = len(input_shape)
+    axis = layer.axis[0] if isinstance(layer.axis, (list, tuple)) else layer.axis
+    axis = axis + rank if axis < 0 else axis
+    channels = int(layer.moving_mean.shape[0]) if layer.built else None
+    return BNSite(layer=layer, path=scope + (holder.name, layer.name), axis=axis, rank=rank,
+                  channels=channels, input_shape=input_shape, calls=0, inside=holder)
+
+
+ELEMENTWISE = (keras.layers.ReLU, keras.layers.Activation, keras.layers.LeakyReLU,
+               keras.layers.ELU, keras.layers.Dropout, keras.layers.SpatialDropout1D,
+               keras.layers.SpatialDropout2D, keras.layers.SpatialDropout3D,
+               keras.layers.GaussianNoise, keras.layers.GaussianDropout,
+               keras.layers.AlphaDropout, keras.layers.Identity)
+ELEMENTWISE_OPERATIONS = ("Cast",)  # raw keras.ops operations that act value by value
+
+
+def _is_elementwise(operation):
+    if isinstance(operation, keras.layers.Layer):
+        return isinstance(operation, ELEMENTWISE)
+    return type(operation).__name__ in ELEMENTWISE_OPERATIONS
+
+
+def _feeds_only(graph, key, child, calls_of):
+    """Whether the call `key` is its layer's only call and feeds only the call `child`."""
+    data = graph.nodes[key]
+    return (len(calls_of.get(id(data["layer"]), [key])) == 1 and not data["is_output"]
+            and list(graph.successors(key)) == [child])
+
+
+def _find_source(site, graph, key, child, calls_of):
+    """Walk back from the BN's producer through element-wise calls that each feed only the
+    next one, to the layer that computes the BN's input (see BNSite.source)."""
+    path, exclusive = [], _feeds_only(graph, key, child, calls_of)
+    while _is_elementwise(graph.nodes[key]["layer"]):
+        parents = list(graph.predecessors(key))
+        if len(parents) != 1:
+            break
+        path.append(graph.nodes[key]["layer"])
+        exclusive = exclusive and _feeds_only(graph, parents[0], key, calls_of)
+        key = parents[0]
+    data = graph.nodes[key]
+    site.source, site.source_exclusive = data["layer"], exclusive
+    site.source_input_shape = tuple(data["node"].input_tensors[0].shape)
+    site.source_path = tuple(reversed(path))
 
 
 def _describe_site(graph, key, calls_of):
@@ -205,11 +280,8 @@ def _describe_site(graph, key, calls_of):
         parent = graph.nodes[parents[0]]
         site.producer = parent["layer"]
         site.producer_input_shape = tuple(parent["node"].input_tensors[0].shape)
-        site.producer_exclusive = (
-            len(calls_of[id(site.producer)]) == 1
-            and not parent["is_output"]
-            and list(graph.successors(parents[0])) == [key]
-        )
+        site.producer_exclusive = _feeds_only(graph, parents[0], key, calls_of)
+        _find_source(site, graph, parents[0], key, calls_of)
     children = list(graph.successors(key))
     if len(children) == 1 and not data["is_output"]:
         child = graph.nodes[children[0]]["layer"]

@@ -129,8 +129,15 @@ def _exact_options(target, options, ws):
     return exact_options
 
 
+def _hidden_skip(site):
+    holder = site.inside
+    return (f"called from the Python code of the custom layer '{holder.name}' "
+            f"({type(holder).__name__}), not from the model's graph: normswap cannot "
+            "rewrite inside it")
+
+
 def _plan_site(site, target, options, only, skip, ws):
-    reason = _selection_skip(site, only, skip)
+    reason = _hidden_skip(site) if site.inside is not None else _selection_skip(site, only, skip)
     if reason:
         return SitePlan(site, None, {}, SKIP, reason)
     refusal = target.check(site, options)

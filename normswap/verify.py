@@ -2,7 +2,9 @@
 
 Exact conversions must agree to float32 round-off: max |Δ| ≤ 1e-4 × the original output's
 scale (its largest magnitude, at least 1e-6), or half precision's for a model that computes
-in float16/bfloat16. Inexact ones report how far they moved.
+in float16/bfloat16. Inexact ones report how far they moved. When an exact conversion fails,
+the original is checked for amplifying round-off itself (`roundoff_sensitivity`): such a
+model cannot be verified at all, and the error says so instead of blaming the conversion.
 """
 
 import dataclasses
@@ -131,6 +133,27 @@ def exact_tolerance(model):
                                     if d in LOW_PRECISION_TOLERANCE])
 
 
+def roundoff_sensitivity(model, batch, seed=PROBE_SEED):
+    """How far `model`'s outputs move, relative to their scale, when its floating-point
+    inputs move by the round-off a deep float32 computation accumulates (each value
+    × (1 ± 2⁻²⁰), a few units in the last place; signs at random).
+
+    A well-conditioned model moves by about that much (~1e-6); one that amplifies round-off
+    (deep, with weights and statistics that do not match — untrained, randomly set) can
+    move by its whole output scale, and then no float32 rewrite can be verified against it.
+    """
+    part = next(_chunks(batch, BATCH_SIZE))
+    rng = np.random.default_rng(seed)
+    nudged = []
+    for array in part:
+        array = np.asarray(array)
+        if np.issubdtype(array.dtype, np.floating):
+            sign = rng.choice(np.array([-1.0, 1.0], np.float32), size=array.shape)
+            array = (array * (1 + sign * np.float32(2.0 ** -20))).astype(array.dtype)
+        nudged.append(array)
+    return compare(outputs_of(model, part), outputs_of(model, nudged)).relative
+
+
 def verify(old_model, new_model, batch=None, *, exact, source=None):
     """Run both models on the batch; raise when an exact conversion does not agree.
 
@@ -142,6 +165,17 @@ def verify(old_model, new_model, batch=None, *, exact, source=None):
     fidelity = compare(outputs_of(old_model, batch), outputs_of(new_model, batch), source)
     tolerance = exact_tolerance(old_model)
     if exact and not fidelity.relative <= tolerance:
+        sensitivity = roundoff_sensitivity(old_model, batch)
+        if not sensitivity <= tolerance:
+            raise VerificationError(
+                "Cannot verify this conversion: the original model amplifies float32 "
+                f"round-off — its own outputs move by {sensitivity:.2e} of their scale when "
+                f"its inputs move by a few units of round-off (tolerance {tolerance:g}), so no "
+                f"rewrite can be checked against it (this one differs by "
+                f"{fidelity.relative:.2e}). Its weights or BatchNormalization statistics "
+                "probably do not match its activations (untrained or randomly set); "
+                "re-estimate the statistics on real samples (`normswap restat`) and "
+                "convert again. Nothing was written.")
         raise VerificationError(
             "Verification failed: the converted model should reproduce the original at "
             f"inference but its outputs differ by up to {fidelity.max_abs:.3g} "

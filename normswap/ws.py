@@ -26,13 +26,15 @@ WS_COUNTERPARTS = {
 
 
 def ws_note(site):
-    """None when the producer of `site` can become a WS conv, else the plan note saying why
-    it stays plain."""
-    producer = site.producer
+    """None when the conv that computes the BN's input (`site.source`: the producer, or the
+    conv before element-wise layers such as a ReLU) can become a WS conv, else the plan
+    note saying why it stays plain."""
+    producer = site.source
     if producer is None or type(producer) not in WS_COUNTERPARTS:
         kind = "no producer" if producer is None else type(producer).__name__
-        return f"ws: not applied ({kind} is not a Conv1D/2D/3D or DepthwiseConv2D)"
-    if not site.producer_exclusive:
+        return (f"ws: not applied ({kind} is not a Conv1D/2D/3D or DepthwiseConv2D, nor an "
+                "element-wise layer after one)")
+    if not site.source_exclusive:
         return f"ws: not applied ('{producer.name}' also feeds other layers)"
     depthwise = isinstance(producer, keras.layers.DepthwiseConv2D)
     if kernel_fan_in(producer.kernel.shape, depthwise) <= 1:
@@ -42,10 +44,17 @@ def ws_note(site):
 
 
 def ws_counterpart(site, source=None):
-    """The producer of `site` as its WS counterpart, built, with the raw weights of `source`
-    (default the producer itself; a target may already have replaced it, e.g. folded)."""
-    source = site.producer if source is None else source
-    new = WS_COUNTERPARTS[type(site.producer)].from_config(source.get_config())
-    new.build(site.producer_input_shape)
+    """The conv of `site` (`site.source`) as its WS counterpart, built, with the raw weights
+    of `source` (default that conv itself; a target may already have replaced it, e.g.
+    folded the BN into it)."""
+    source = site.source if source is None else source
+    new = WS_COUNTERPARTS[type(site.source)].from_config(source.get_config())
+    new.build(site.source_input_shape)
     new.set_weights(source.get_weights())
     return new
+
+
+def ws_applied_note(site, new_layer):
+    """The plan note of a conv made Weight-Standardized, through the layers passed."""
+    through = "".join(f" through '{layer.name}'" for layer in site.source_path)
+    return f"'{site.source.name}' → {type(new_layer).__name__}{through}"

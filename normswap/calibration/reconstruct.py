@@ -118,11 +118,11 @@ class _Fitter:
         for bn in self.block.sites:
             site = sites_by_layer[id(bn)]
             layers.append(layer_map[id(bn)])
-            if site.producer is not None and site.producer_exclusive:
-                producer = layer_map.get(id(site.producer), site.producer)
-                if producer is not IDENTITY and any(
-                        n.operation is site.producer for n in self.block.nodes):
-                    layers.append(producer)
+            if site.source is not None and site.source_exclusive:  # its conv, if in the block
+                source = layer_map.get(id(site.source), site.source)
+                if source is not IDENTITY and any(
+                        n.operation is site.source for n in self.block.nodes):
+                    layers.append(source)
         return [layer for layer in layers if layer is not IDENTITY and layer.weights]
 
     def fit(self, inputs, target):
