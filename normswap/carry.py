@@ -89,10 +89,25 @@ def assign(variable, value):
     variable.assign(np.asarray(value).astype(variable.dtype))
 
 
+def site_affine(site):
+    """The per-channel γ and β of a site's layer (a BN's, or a compatibility layer's, a
+    scalar broadcast to every channel), float64; 1 and 0 where absent."""
+    if site.is_batchnorm:
+        gamma, beta, _, _ = bn_numbers(site.layer)
+        return gamma, beta
+    values = []
+    for name, default in (("gamma", 1.0), ("beta", 0.0)):
+        variable = getattr(site.layer, name, None)
+        value = default if variable is None else np.asarray(variable.numpy(), np.float64)
+        values.append(np.broadcast_to(np.ravel(value)[:site.channels], (site.channels,))
+                      .astype(np.float64))
+    return tuple(values)
+
+
 def carry_affine(site, new_layer, gamma_name="gamma", beta_name="beta"):
     """Copy the BN's γ and β (those it has) into the new layer's per-channel weights;
     returns the names carried."""
-    gamma, beta, _, _ = bn_numbers(site.layer)
+    gamma, beta = site_affine(site)
     carried = []
     for name, value, present in ((gamma_name, gamma, site.scale), (beta_name, beta, site.center)):
         variable = getattr(new_layer, name, None)
@@ -134,6 +149,9 @@ def _channel_axis_of(producer, rank):
 def foldable_reason(site):
     """None when the BN can be folded into its producer, else why not (for the plan)."""
     producer = site.producer
+    if not site.is_batchnorm:
+        return (f"it is a {type(site.layer).__name__} (a Keras-2 library's layer), not a "
+                "BatchNormalization with statistics to fold")
     if site.calls != 1:
         return f"the BN is shared by {site.calls} call sites"
     if producer is None:

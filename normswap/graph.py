@@ -22,6 +22,12 @@ import keras
 import networkx as nx
 
 from normswap.errors import UnsupportedModelError, UsageError
+from normswap.layers import (
+    Keras2BatchLayerNormalization,
+    Keras2GroupNormalization,
+    Keras2InstanceNormalization,
+    Keras2SwitchNormalization,
+)
 from normswap.replay import Replay, call_values, is_graph_model, model_inputs, model_outputs
 
 RELU_NAMES = ("relu",)
@@ -67,11 +73,16 @@ class BNSite:
 
     @property
     def center(self):
-        return bool(self.layer.center)
+        return bool(getattr(self.layer, "center", True))
 
     @property
     def scale(self):
-        return bool(self.layer.scale)
+        return bool(getattr(self.layer, "scale", True))
+
+    @property
+    def is_batchnorm(self):
+        """False for a compatibility layer of a Keras-2 library (see `is_site_layer`)."""
+        return isinstance(self.layer, keras.layers.BatchNormalization)
 
     @property
     def producer_kind(self):
@@ -88,7 +99,8 @@ class BNSite:
             "center": self.center,
             "scale": self.scale,
             "epsilon": self.epsilon,
-            "momentum": float(self.layer.momentum),
+            "momentum": getattr(self.layer, "momentum", None),
+            "batchnorm": self.is_batchnorm,
             "trainable": bool(self.layer.trainable),
             "dtype_policy": self.layer.dtype_policy.name,
             "calls": self.calls,
@@ -189,8 +201,27 @@ def _contains_batchnorm(layer):
                for sub in layer._flatten_layers(include_self=True, recursive=True))
 
 
+COMPAT_SITE_LAYERS = (Keras2BatchLayerNormalization, Keras2GroupNormalization,
+                      Keras2InstanceNormalization, Keras2SwitchNormalization)
+
+
+def is_site_layer(layer):
+    """A layer normswap converts: a BatchNormalization, or one of the compatibility layers
+    a Keras-2 library's normalization loads as (`normswap.layers.Keras2*`, see
+    saving/seeds/), which converts like a BN to the targets that need no BN statistics."""
+    return isinstance(layer, (keras.layers.BatchNormalization,) + COMPAT_SITE_LAYERS)
+
+
+def _site_axis(layer, rank):
+    axis = getattr(layer, "axis", -1)
+    axis = -1 if axis is None else axis  # an instance norm over all axes: channels last
+    axis = axis[0] if isinstance(axis, (list, tuple)) else axis
+    return axis + rank if axis < 0 else axis
+
+
 def find_sites(model, graph=None):
-    """Every BatchNormalization layer in `model` (nested models included), as BNSites."""
+    """Every BatchNormalization layer in `model` (nested models included), and every
+    compatibility layer of a Keras-2 normalization (`is_site_layer`), as BNSites."""
     graph = build_graph(model) if graph is None else graph
     calls_of = {}
     for key, data in graph.nodes(data=True):
@@ -199,7 +230,7 @@ def find_sites(model, graph=None):
     for key in nx.topological_sort(graph):
         data = graph.nodes[key]
         layer = data["layer"]
-        if not isinstance(layer, keras.layers.BatchNormalization) or id(layer) in seen:
+        if not is_site_layer(layer) or id(layer) in seen:
             continue
         seen.add(id(layer))
         sites.append(_describe_site(graph, key, calls_of))
@@ -266,8 +297,7 @@ def _describe_site(graph, key, calls_of):
     layer, node = data["layer"], data["node"]
     input_shape = tuple(node.input_tensors[0].shape)
     rank = len(input_shape)
-    axis = layer.axis[0] if isinstance(layer.axis, (list, tuple)) else layer.axis
-    axis = axis + rank if axis < 0 else axis
+    axis = _site_axis(layer, rank)
     calls = len(calls_of[id(layer)])
     site = BNSite(layer=layer, path=data["scope"] + (layer.name,),
                   axis=axis, rank=rank, channels=input_shape[axis],

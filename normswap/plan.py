@@ -10,7 +10,7 @@ import fnmatch
 
 from normswap.errors import UsageError
 from normswap.graph import find_sites
-from normswap.targets import all_targets, get_target
+from normswap.targets import Skip, all_targets, get_target
 from normswap.ws import ws_note
 
 SWAP, FALLBACK, SKIP = "swap", "fallback", "skip"
@@ -136,11 +136,21 @@ def _hidden_skip(site):
             "rewrite inside it")
 
 
+def _statistics_skip(site, target):
+    """A compatibility layer of a Keras-2 library has no BN statistics to carry."""
+    if site.is_batchnorm or not target.needs_bn_statistics:
+        return None
+    usable = ", ".join(n for n, t in all_targets().items() if not t.needs_bn_statistics)
+    return Skip(f"a {type(site.layer).__name__} (a Keras-2 library's layer) has no "
+                f"BatchNormalization statistics for '{target.name}' to carry; targets that "
+                f"need none: {usable}")
+
+
 def _plan_site(site, target, options, only, skip, ws):
     reason = _hidden_skip(site) if site.inside is not None else _selection_skip(site, only, skip)
     if reason:
         return SitePlan(site, None, {}, SKIP, reason)
-    refusal = target.check(site, options)
+    refusal = _statistics_skip(site, target) or target.check(site, options)
     if refusal is None:
         site_plan = SitePlan(site, target, target.parameters(site, options), SWAP,
                              notes=target.warnings(site))

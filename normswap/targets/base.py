@@ -48,6 +48,7 @@ class Target:
     normalizes = True  # a normalization layer remains in the BN's place (False for fold)
     calibration = AffineCalibration()  # how calibration re-fits the built layer
     per_sample_channel_statistics = False  # normalizes each sample's channels on their own
+    needs_bn_statistics = False  # carries a BN's moving statistics (exact or batch targets)
 
     def option(self, options, name):
         """The value of option `name` in `options`, else this target's declared default."""

@@ -17,6 +17,7 @@ class BatchRenorm(Target):
     summary = "Batch Renormalization (Ioffe 2017), every statistic carried; exact"
     exact = True
     layer_classes = (BatchRenormalization,)
+    needs_bn_statistics = True
     options = {"warmup_steps": 5000}
 
     def parameters(self, site, options):

@@ -19,6 +19,7 @@ class BLN(Target):
     summary = "Batch-Layer Norm (Ziaee 2022): batch and feature statistics mixed by 1/B; exact"
     exact = True
     layer_classes = (BatchLayerNormalization,)
+    needs_bn_statistics = True
 
     def replace(self, site, params):
         bn = site.layer

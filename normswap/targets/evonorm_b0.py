@@ -30,6 +30,7 @@ class EvoNormB0Target(Target):
     name = "evonorm-b0"
     summary = "EvoNorm-B0 (Liu 2020): batch variance vs v·x + instance std; starts as the BN"
     layer_classes = (EvoNormB0,)
+    needs_bn_statistics = True
 
     def parameters(self, site, options):
         return {"fold_affine": foldable_reason(site) is None}

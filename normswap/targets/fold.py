@@ -18,6 +18,7 @@ class Fold(Target):
     summary = "BN folded into the preceding Conv/Dense kernel and bias; exact; else frozenbn"
     exact = True
     normalizes = False
+    needs_bn_statistics = True
 
     def check(self, site, options):
         reason = foldable_reason(site)

@@ -12,6 +12,7 @@ class FrozenBN(Target):
     summary = "per-channel affine γ/√(v+ε), β−μγ/√(v+ε): BN frozen at inference; exact"
     exact = True
     layer_classes = (ChannelAffine,)
+    needs_bn_statistics = True
 
     def replace(self, site, params):
         layer = built(site, ChannelAffine(axis=keras_axis(site), **like_bn(site)))

@@ -7,6 +7,7 @@ layer would output β alone.
 
 import keras
 
+from normswap.calibration.hooks import GroupNormCalibration
 from normswap.carry import carry_affine
 from normswap.targets import register
 from normswap.targets.base import Replacement, Skip, Target, built, keras_axis, like_bn
@@ -17,6 +18,7 @@ class InstanceNorm(Target):
     name = "instancenorm"
     summary = "InstanceNorm (GroupNormalization(groups=-1)), γ/β carried; skips Dense sites"
     per_sample_channel_statistics = True
+    calibration = GroupNormCalibration()  # fits in closed form, no extra layer runs
 
     def check(self, site, options):
         if site.rank == 2:

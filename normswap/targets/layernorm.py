@@ -7,6 +7,7 @@ on rank-2 (Dense) inputs it is keras LayerNormalization. γ and β carry over.
 
 import keras
 
+from normswap.calibration.hooks import GroupNormCalibration
 from normswap.carry import carry_affine
 from normswap.targets import register
 from normswap.targets.base import Replacement, Target, built, keras_axis, like_bn
@@ -17,6 +18,7 @@ class LayerNorm(Target):
     name = "layernorm"
     summary = "LayerNorm: per-sample statistics over all features (GroupNorm with 1 group)"
     layer_classes = (keras.layers.LayerNormalization,)
+    calibration = GroupNormCalibration()  # fits in closed form, no extra layer runs
 
     def replace(self, site, params):
         common = dict(epsilon=site.epsilon, center=site.center, scale=site.scale,

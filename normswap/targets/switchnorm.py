@@ -34,6 +34,7 @@ class SwitchNorm(Target):
     name = "switchnorm"
     summary = "Switchable Norm (Luo 2018): IN/LN/BN mix, statistics carried; exact with --exact"
     layer_classes = (SwitchNormalization,)
+    needs_bn_statistics = True
     options = {"switch_init": "bn"}
 
     def exact_options(self, options):

@@ -513,14 +513,15 @@ def test_convert_to_groupnorm_and_reload(files, capsys, tmp_path):
 
 @needs_files
 def test_convert_a_group_norm_file_needs_the_choice(files, capsys, tmp_path):
-    # groupnorm_contrib_conv2d has no BN: with the choice made it loads, and then
-    # converting finds nothing to convert (exit 1), which is past the loading.
+    # groupnorm_contrib_conv2d has no BN: with the choice made it loads, and its
+    # Keras2GroupNormalization converts like a BN to groupnorm.
     path = files["groupnorm_contrib_conv2d"].path
     status, _, err = run_here(capsys, path, "--to", "groupnorm", "-o", tmp_path / "o.keras")
     assert status == 2 and "--group-norm-seed" in err
     status, _, err = run_here(capsys, path, "--to", "groupnorm", "-o", tmp_path / "o.keras",
                               "--group-norm-seed", "keras-contrib")
-    assert status == 1 and "--group-norm-seed" not in err
+    assert status == 0 and "--group-norm-seed" not in err
+    assert (tmp_path / "o.keras").is_file()
 
 
 # --- the compatibility layers alone, against the NumPy formulas ---------------------------------
