@@ -21,11 +21,12 @@ def accuracy(model, x, y):
     return top1_accuracy(outputs_of(model, x)[0], y)
 
 
-def run_demo(target="groupnorm", *, calibrate=True, as_json=False, console=None):
+def run_demo(target="groupnorm", *, calibrate=True, reconstruct=True, as_json=False,
+             console=None):
     """Convert the demo model to `target`; print the report and the accuracies.
 
     Returns a dict of accuracies: original, converted (γ/β carried) and, when calibrated,
-    calibrated.
+    calibrated, and reconstructed (block-wise reconstruction after the calibration).
     """
     model = load_demo_model()
     x, y = load_demo_digits()
@@ -37,6 +38,10 @@ def run_demo(target="groupnorm", *, calibrate=True, as_json=False, console=None)
     if calibrate and not result.report.exact:
         result = normswap.convert(model, target, calibration_data=unlabelled, eval_data=x_test)
         scores["calibrated"] = accuracy(result.model, x_test, y_test)
+        if reconstruct:
+            result = normswap.convert(model, target, calibration_data=unlabelled,
+                                      eval_data=x_test, reconstruct=True)
+            scores["reconstructed"] = accuracy(result.model, x_test, y_test)
     if as_json:
         print(json.dumps({**result.report.to_dict(), "accuracy": scores}, indent=2, default=str))
     else:
@@ -47,5 +52,7 @@ def run_demo(target="groupnorm", *, calibrate=True, as_json=False, console=None)
         if "calibrated" in scores:
             line += (f", {100 * scores['calibrated']:.1f} % after calibrating on "
                      f"{CALIBRATION_DIGITS} other unlabelled digits")
+        if "reconstructed" in scores:
+            line += f", {100 * scores['reconstructed']:.1f} % after reconstruction"
         console.print(line + ".", soft_wrap=True)
     return scores
