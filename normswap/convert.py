@@ -1,10 +1,14 @@
 """The public entry points: plan, convert and swap.
 
 One conversion, as data flowing through: load → plan (graph.py, plan.py) → replace (each
-target) → rebuild (rewrite.py) → calibrate / distill (calibration/) → verify → report.
+target) → rebuild (rewrite.py) → calibrate / distill (calibration/) → verify → report, and
+with `output=` the save, overlapped with the verification (saving/atomic.py
+`save_verified`: the file is renamed into place only once verification has passed).
 """
 
 import dataclasses
+import functools
+import os
 
 import keras
 
@@ -26,6 +30,7 @@ class Conversion:
 
     model: keras.Model
     report: Report
+    output: os.PathLike = None  # the file written, when `convert` was given `output=`
 
 
 def _as_model(model, custom_objects=None, safe_mode=True):
@@ -69,7 +74,8 @@ def convert(model, target, *, only=None, skip=None, exact=False, ws=False,
             calibration_data=None, calibration_samples=CALIBRATION_SAMPLES,
             recalibrate_stats=False, reconstruct=False, reconstruct_options=None,
             distill_steps=0, distill_options=None, eval_data=None, probe=None, progress=False,
-            custom_objects=None, safe_mode=True, **options):
+            custom_objects=None, safe_mode=True, output=None, force=False, protected=(),
+            **options):
     """Swap every selected BatchNormalization of `model` for `target`, carry, verify.
 
     Args:
@@ -94,12 +100,25 @@ def convert(model, target, *, only=None, skip=None, exact=False, ws=False,
         eval_data: samples the end-to-end fidelity is measured on (default: the calibration
             samples, else a generated probe batch; the report says which).
         probe: the batch exact conversions are verified on (default: generated).
+        output: also save the new model there (`.keras` or `.h5`), atomically, as
+            `normswap.save_model` does; the file is written while the verification runs
+            and renamed into place only once it has passed, so a failed verification
+            leaves nothing at `output`. `force`: overwrite an existing file; `protected`:
+            paths never to write over (a `model` given as a path always is).
         **options: target options, e.g. groups=8, switch_init="uniform".
 
-    Returns a `Conversion` with `.model` and `.report`. Raises NothingToConvertError when
-    there is nothing to convert and VerificationError when an exact conversion does not
-    reproduce the original.
+    Returns a `Conversion` with `.model`, `.report` and `.output` (the path written, or
+    None). Raises NothingToConvertError when there is nothing to convert and
+    VerificationError when an exact conversion does not reproduce the original (nothing
+    is written); with `output`, UsageError for an output path that cannot be written
+    (checked before any work) and SaveError when writing fails.
     """
+    if output is not None:
+        from normswap.saving import check_output_path
+
+        if isinstance(model, (str, os.PathLike)) and not str(model).startswith("keras:"):
+            protected = (*protected, model)
+        check_output_path(output, force=force, protected=protected)
     model = _as_model(model, custom_objects, safe_mode)
     the_plan = make_plan(model, target, only=only, skip=skip, exact=exact, ws=ws, **options)
     _check_selection(model, the_plan)
@@ -136,14 +155,24 @@ def convert(model, target, *, only=None, skip=None, exact=False, ws=False,
                 and not distill_steps)
     samples = eval_batches or calibration_batches
     if is_exact or not samples:
-        fidelity = verify_models(model, new_model, probe, exact=is_exact)
+        verification = functools.partial(verify_models, model, new_model, probe,
+                                         exact=is_exact)
     else:  # an inexact conversion is measured on real samples, not on the probe as well
-        fidelity = verify_models(model, new_model, samples, exact=False,
-                                 source="eval" if eval_batches else "calibration")
+        verification = functools.partial(verify_models, model, new_model, samples,
+                                         exact=False,
+                                         source="eval" if eval_batches else "calibration")
+    written = None
+    if output is None:
+        fidelity = verification()
+    else:
+        from normswap.saving import save_verified
+
+        written, fidelity = save_verified(new_model, output, verification, force=force,
+                                          protected=protected)
     report = build_report(model, new_model, the_plan, replacements, exact=is_exact,
                           fidelity=fidelity, fits=fits, calibration=calibration,
                           distillation=distillation)
-    return Conversion(model=new_model, report=report)
+    return Conversion(model=new_model, report=report, output=written)
 
 
 def _reconstruct_options(reconstruct, options):

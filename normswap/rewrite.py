@@ -8,11 +8,21 @@ is called again. Nested models are rebuilt once and called as layers, so a model
 shared by several call sites maps to one new object and sharing survives; Sequential
 models stay Sequential. Call keyword arguments a replacement's `call` does not take
 (Keras records `mask=None` on BN calls) are not forwarded.
+
+A clone's variables are created straight from copies of the original's values
+(`_build_from_values`): no initializer runs — a ResNet50's random kernels would cost more
+than the rest of the rebuild — and no second copy is assigned over them. Where that cannot
+be done safely (a layer that makes its own variables outside `build`, a backend other than
+TensorFlow or JAX), the clone is built on its first call as usual and its weights are
+copied with `set_weights` once the graph is replayed. Either way every weight of the clone
+equals the original's bit for bit and shares no storage with it.
 """
 
 import contextlib
 
 import keras
+from keras.src.backend.common import global_state
+from keras.src.backend.common.stateless_scope import StatelessScope
 
 from normswap.errors import UnsupportedModelError
 from normswap.replay import (
@@ -58,6 +68,9 @@ class _Rebuilder(Replay):
         try:
             with _in_memory_deserialization():
                 clone = layer.__class__.from_config(layer.get_config())
+                if _build_from_values(layer, clone):
+                    return clone
+                clone = layer.__class__.from_config(layer.get_config())  # a fresh one
         except Exception as error:  # noqa: BLE001 - reported with the layer's name
             raise UnsupportedModelError(
                 f"Could not recreate layer '{layer.name}' ({type(layer).__name__}) from its "
@@ -96,6 +109,68 @@ class _Rebuilder(Replay):
             weights = original.get_weights()
             if weights:
                 clone.set_weights(weights)
+
+
+_FAST_BACKENDS = ("tensorflow", "jax")
+
+
+def _value_copy(variable):
+    """A backend tensor holding `variable`'s value, for a new variable to start from.
+
+    TensorFlow: a read of the variable. A new variable may share its buffer, but TensorFlow
+    buffers are copy-on-write (an update to either variable copies a shared buffer first),
+    so the two stay independent. JAX: the array itself (immutable).
+    """
+    if keras.backend.backend() == "tensorflow":
+        import tensorflow as tf
+
+        return tf.identity(variable.value)
+    return variable.value
+
+
+def _build_from_values(original, clone):
+    """Build `clone` (made from `original`'s config) with its variables created from copies
+    of `original`'s values, skipping their initializers; True when done.
+
+    The build runs in a Keras StatelessScope, which defers each variable's initializer
+    (the variables are created empty and registered for later initialization); each is
+    then initialized from the original variable at the same position of `layer.weights`,
+    the order `set_weights` uses. Returns False, leaving `clone` unusable, where this does
+    not apply — unbuilt or weightless layers, no build config, a build that fails in the
+    scope, weights that do not match by number, shape and dtype, another backend — and
+    the caller then builds a fresh clone the usual way.
+    """
+    weights = original.weights
+    if (keras.backend.backend() not in _FAST_BACKENDS or not original.built or not weights
+            or clone.built or global_state.get_global_attribute("stateless_scope") is not None):
+        return False
+    build_config = original.get_build_config()
+    if not build_config:
+        return False
+    pending = global_state.get_global_attribute("uninitialized_variables")
+    pending = list(pending) if pending else []
+    try:
+        with StatelessScope(initialize_variables=False):
+            clone.build_from_config(build_config)
+    except Exception:  # noqa: BLE001 - the usual build will say what is wrong, if anything
+        return False
+    finally:  # forget the deferred variables: they are initialized below or dropped
+        global_state.set_global_attribute("uninitialized_variables", pending)
+    new_weights = clone.weights
+    if not clone.built or len(new_weights) != len(weights) or any(
+            tuple(n.shape) != tuple(o.shape) or n.dtype != o.dtype
+            for o, n in zip(weights, new_weights)):
+        return False
+    try:
+        for source, variable in zip(weights, new_weights):
+            if getattr(variable, "_value", None) is None:  # deferred: start from the value
+                variable._initializer = None
+                variable._initialize(_value_copy(source))
+            else:  # made outside the stateless build (e.g. in __init__): assign
+                variable.assign(source.value)
+    except Exception:  # noqa: BLE001 - a Keras whose variables work otherwise
+        return False
+    return all(getattr(v, "_value", None) is not None for v in new_weights)
 
 
 def _in_memory_deserialization():

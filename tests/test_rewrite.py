@@ -75,3 +75,55 @@ def test_a_live_model_with_a_lambda_layer_rebuilds():
     new, _ = rebuild(model, {})
     x = np.arange(6, dtype="float32").reshape(2, 3)
     np.testing.assert_allclose(new(x), model(x), rtol=1e-6)
+
+
+def test_clones_start_from_the_original_values_without_running_initializers(monkeypatch):
+    """The rebuild creates each clone's variables from copies of the original's values: no
+    random initializer runs, every weight is bit-identical, and none shares state with the
+    original (an update to either leaves the other as it was)."""
+    keras.utils.set_random_seed(3)
+    inputs = keras.Input((5, 5, 3))
+    x = keras.layers.Conv2D(4, 3, bias_initializer="random_normal", name="conv")(inputs)
+    x = keras.layers.BatchNormalization(name="bn")(x)
+    outputs = keras.layers.Dense(2, bias_initializer="random_normal", name="head")(
+        keras.layers.Flatten()(x))
+    model = keras.Model(inputs, outputs)
+    draws = []
+    for cls in (keras.initializers.GlorotUniform, keras.initializers.RandomNormal):
+        real = cls.__call__
+        monkeypatch.setattr(cls, "__call__", lambda self, *a, _real=real, **k:
+                            draws.append(type(self).__name__) or _real(self, *a, **k))
+    new, _ = rebuild(model, {})
+    assert draws == []
+    before = [w.copy() for w in model.get_weights()]
+    assert all(np.array_equal(a, b) for a, b in zip(before, new.get_weights()))
+    kernel = new.get_layer("conv").kernel
+    kernel.assign(kernel + 1.0)
+    assert np.array_equal(model.get_layer("conv").kernel.numpy(), before[0])
+    original_bias = model.get_layer("head").bias
+    original_bias.assign(original_bias * 0.0)
+    assert np.array_equal(new.get_layer("head").bias.numpy(), before[-1])
+
+
+def test_a_layer_that_cannot_be_built_from_values_is_cloned_the_usual_way():
+    """A layer that makes a variable outside `build` still gets every weight copied."""
+
+    class MadeInInit(keras.layers.Layer):
+        def __init__(self, **kwargs):
+            super().__init__(**kwargs)
+            self.offset = self.add_weight(shape=(3,), initializer="zeros", name="offset")
+
+        def build(self, input_shape):
+            self.scale = self.add_weight(shape=(3,), initializer="ones", name="scale")
+
+        def call(self, x):
+            return x * self.scale + self.offset
+
+    inputs = keras.Input((3,))
+    layer = MadeInInit(name="made")
+    model = keras.Model(inputs, layer(inputs))
+    layer.set_weights([np.array([1.0, -2.0, 3.0]), np.array([0.5, 1.5, -1.0])])
+    new, _ = rebuild(model, {})
+    x = np.arange(6, dtype="float32").reshape(2, 3)
+    np.testing.assert_array_equal(new(x), model(x))
+    assert new.get_layer("made") is not layer

@@ -24,6 +24,29 @@ def test_the_exact_tolerance_is_float32_round_off(monkeypatch, factor, fails):
         assert normswap.convert(small_cnn(), "frozenbn").report.exact
 
 
+
+def test_a_failed_verification_writes_nothing_while_a_passed_one_writes_the_model(
+        monkeypatch, tmp_path):
+    """convert(output=) writes the file while the verification runs and renames it into
+    place only once the verification has passed."""
+    output = tmp_path / "out.keras"
+    model = small_cnn()
+    original = frozenbn.bn_affine
+    monkeypatch.setattr(frozenbn, "bn_affine",
+                        lambda layer: (original(layer)[0] * 1.01, original(layer)[1]))
+    with pytest.raises(normswap.VerificationError):
+        normswap.convert(model, "frozenbn", output=output)
+    assert list(tmp_path.iterdir()) == []
+    monkeypatch.setattr(frozenbn, "bn_affine", original)
+    result = normswap.convert(model, "frozenbn", output=output)
+    assert result.output == output and result.report.exact
+    reloaded = keras.models.load_model(output, compile=False)
+    x = np.random.default_rng(0).normal(size=(3, *model.input_shape[1:])).astype("float32")
+    np.testing.assert_allclose(reloaded(x), result.model(x), rtol=1e-6, atol=1e-6)
+    with pytest.raises(normswap.UsageError, match="already exists"):
+        normswap.convert(model, "frozenbn", output=output)
+
+
 def test_half_precision_models_get_half_precision_tolerance():
     assert exact_tolerance(small_cnn()) == EXACT_TOLERANCE
     keras.mixed_precision.set_global_policy("mixed_float16")

@@ -15,9 +15,13 @@ batch-dependent replacements on the samples, `recalibrate_stats=True`, is statis
 job; `convert` runs it before calibration.)
 
 What to fit, and any choice between parameter sets (the group count), comes from the
-target's calibration hooks (`hooks.py`). Per site the result says R² = 1 − SSE/SST of the
-layer output against its target, before (γ/β as carried) and after, and the parameters
-chosen; the plan is never changed.
+target's calibration hooks (`hooks.py`). Where the hooks give the response's statistics in
+closed form (GroupNorm, LayerNorm, InstanceNorm and FRN: `closed_form.py`, from one set of
+per-(sample, channel) moments for every candidate), the new layer never runs here, only
+once in the forward pass with its fitted γ and β; otherwise it runs once per candidate
+with γ = 1, β = 0. The BN's output comes from the original's own forward pass. Per site
+the result says R² = 1 − SSE/SST of the layer output against its target, before (γ/β as
+carried) and after, and the parameters chosen; the plan is never changed.
 """
 
 import dataclasses
@@ -50,22 +54,17 @@ class _SiteCalibrator:
         self.layer_map = layer_map
         self.fits = {}  # id(BN) -> SiteFit
 
-    def __call__(self, bn, old_inputs, new_inputs):
+    def __call__(self, bn, old_inputs, new_inputs, old_outputs):
         site_plan = self.plans[id(bn)]
         layer = self.layer_map[id(bn)]
         fit = self.fits[id(bn)] = SiteFit(params=dict(site_plan.params))
-        hooks, axis = site_plan.target.calibration, site_plan.site.axis
-        outputs = [hooks.target_output(site_plan.site, site_plan.params, bn(x, training=False))
-                   for x in old_inputs]
-        targets = [channel_rows(y, axis) for y in outputs]
+        hooks = site_plan.target.calibration
+        outputs = [hooks.target_output(site_plan.site, site_plan.params, y)
+                   for y in old_outputs]
         gamma_var, beta_var, neutral = hooks.weights(layer)
         carried = (_variable_value(gamma_var), _variable_value(beta_var))
-        choices = self._choices(site_plan, layer, new_inputs, outputs)
         best = None
-        for params in choices:
-            hooks.apply_params(layer, params)
-            stats = _response_stats(layer, gamma_var, beta_var, neutral, new_inputs,
-                                    targets, axis)
+        for params, stats in self._candidates(site_plan, layer, new_inputs, outputs):
             fitted = stats.fit(gamma_var is not None, beta_var is not None)
             score = stats.r2(*fitted)
             if best is None:  # the first choice is the planned one: the "before" numbers
@@ -80,15 +79,27 @@ class _SiteCalibrator:
         fit.params.update(params)
         fit.fidelity = {"r2_before": before, "r2_after": score}
 
-    def _choices(self, site_plan, layer, new_inputs, outputs):
-        """The parameter sets to try; a target that can rank them cheaply spares re-runs."""
-        hooks = site_plan.target.calibration
-        choices = hooks.choices(site_plan.site, site_plan.params, new_inputs)
+    def _candidates(self, site_plan, layer, new_inputs, outputs):
+        """(parameter set, AffineStats of the layer's normalized response with it), the
+        planned set first. The target's hooks give the statistics in closed form where
+        they can (the layer then never runs here); otherwise the layer runs once per set,
+        on as few sets as a cheap ranking (`rank_choices`) leaves."""
+        hooks, site = site_plan.target.calibration, site_plan.site
+        choices = hooks.choices(site, site_plan.params, new_inputs)
+        closed = hooks.response_stats(site, layer, choices, new_inputs, outputs)
+        if closed is not None:
+            yield from zip(choices, closed)
+            return
         if len(choices) > 1:
-            ranked = hooks.rank_choices(site_plan.site, layer, choices, new_inputs, outputs)
+            ranked = hooks.rank_choices(site, layer, choices, new_inputs, outputs)
             if ranked is not None:
                 choices = [choices[0]] + ([choices[ranked]] if ranked else [])
-        return choices
+        gamma_var, beta_var, neutral = hooks.weights(layer)
+        targets = [channel_rows(y, site.axis) for y in outputs]
+        for params in choices:
+            hooks.apply_params(layer, params)
+            yield params, _response_stats(layer, gamma_var, beta_var, neutral, new_inputs,
+                                          targets, site.axis)
 
 
 def _response_stats(layer, gamma_var, beta_var, neutral, new_inputs, targets, axis):

@@ -15,6 +15,7 @@ subclassing it in its own module:
         calibration = FRNCalibration()
 """
 
+import keras
 from keras import ops
 
 
@@ -36,10 +37,17 @@ class AffineCalibration:
         depend on the data's scale)."""
         return [params]
 
+    def response_stats(self, site, layer, choices, inputs, outputs):
+        """For each of `choices`, the `affine_fit.AffineStats` of the layer's normalized
+        response against `outputs`, computed without running the layer (closed form), or
+        None (the default) to have calibration run the layer with γ = 1, β = 0.
+        `inputs` / `outputs`: per batch, the new layer's inputs and what it should output."""
+        return None
+
     def rank_choices(self, site, layer, choices, inputs, outputs):
         """The index of the best of several `choices`, found without running the layer
-        once per choice, or None to let calibration try each (the default).
-        `inputs` / `outputs`: per batch, the new layer's inputs and what it should output."""
+        once per choice, or None to let calibration try each (the default). Only asked
+        when `response_stats` is None."""
         return None
 
     def apply_params(self, layer, params):
@@ -52,3 +60,19 @@ class AbsorbedReluCalibration(AffineCalibration):
 
     def target_output(self, site, params, bn_output):
         return ops.relu(bn_output) if params.get("absorbs_relu") else bn_output
+
+
+class GroupNormCalibration(AffineCalibration):
+    """For keras GroupNormalization replacements (groupnorm, layernorm, instancenorm): the
+    response statistics of every candidate group count in closed form from per-(sample,
+    channel) moments (`closed_form.group_norm_stats`), so the layer runs only once, in
+    the forward pass, with the fitted γ and β. Other layers: the default."""
+
+    def response_stats(self, site, layer, choices, inputs, outputs):
+        if not isinstance(layer, keras.layers.GroupNormalization):
+            return None
+        from normswap.calibration.closed_form import group_norm_stats, slice_moments
+
+        moments = slice_moments(inputs, outputs, site.axis)
+        return [group_norm_stats(moments, params.get("groups", layer.groups), layer.epsilon)
+                for params in choices]

@@ -32,9 +32,9 @@ def _side(structure, side, batch):
 class Lockstep(Replay):
     """`run_batches(model, batches)` → per-batch outputs of the original and the new model.
 
-    `on_site(layer, old_inputs, new_inputs)` is called for every layer in `hooked` (ids),
-    with lists (one entry per batch) of that call's first input in each model, before the
-    new layer is applied.
+    `on_site(layer, old_inputs, new_inputs, old_outputs)` is called for every layer in
+    `hooked` (ids), with lists (one entry per batch) of that call's first input in each
+    model and of its first output in the original, before the new layer is applied.
     """
 
     def __init__(self, layer_map, hooked=(), on_site=None):
@@ -63,7 +63,8 @@ class Lockstep(Replay):
         old_out = [self._call(operation, *a) for a in old_args]
         replacement = self.layer_map.get(id(operation), operation)
         if id(operation) in self.hooked:
-            self.on_site(operation, [a[0][0] for a in old_args], [a[0][0] for a in new_args])
+            self.on_site(operation, [a[0][0] for a in old_args], [a[0][0] for a in new_args],
+                         [o[0] for o in old_out])
         if replacement is IDENTITY:
             new_out = [[a[0][0]] for a in new_args]
         else:

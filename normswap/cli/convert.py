@@ -111,17 +111,20 @@ def convert_command(model, target, output, groups, only, skip, exact, ws, switch
             title = f"Plan: {loaded.name} → {plan.target.name} (dry run, nothing written)"
             stdout.print(site_table(plan.sites, title))
         return
-    from normswap.saving import check_output_path, save_model
+    from normswap.saving import check_output_path
 
     protected = (model,) if not model.startswith("keras:") else ()
     check_output_path(output, force=force, protected=protected)
     labels = data.pop("labels")
-    with step("Converting and verifying", as_json or distill_steps or reconstruct):
+    # The file is written while the verification runs, and renamed into place only once
+    # it has passed (convert's `output=`).
+    with step(f"Converting, verifying and saving {output}",
+              as_json or distill_steps or reconstruct):
         result = normswap.convert(loaded, target, only=only, skip=skip, exact=exact, ws=ws,
-                                  progress=not as_json and stderr.is_terminal, **data, **options)
+                                  progress=not as_json and stderr.is_terminal, output=output,
+                                  force=force, protected=protected, **data, **options)
+    written = result.output
     accuracy = _accuracy(loaded, result.model, data.get("eval_data"), labels)
-    with step(f"Saving {output}", as_json):
-        written = save_model(result.model, output, force=force, protected=protected)
     payload = {**result.report.to_dict(), "output": str(written)}
     if accuracy:
         payload["accuracy"] = accuracy

@@ -11,11 +11,12 @@
 - `safety.py`: Python code stored in a file (Lambda layers), found before loading;
 - `applications.py`: `keras:<Name>`;
 - `custom_objects.py`: `--custom-objects module.py`;
-- `atomic.py`: `save_model`, written to a temporary file and renamed into place.
+- `atomic.py`: `save_model`, written to a temporary file and renamed into place;
+  `save_verified`, the same with a check (verification) run while the file is written.
 """
 
 from normswap.saving.applications import application_names
-from normswap.saving.atomic import save_model
+from normswap.saving.atomic import save_model, save_verified
 from normswap.saving.custom_objects import load_custom_objects
 from normswap.saving.file_info import describe_file
 from normswap.saving.load_notes import load_notes
@@ -23,4 +24,4 @@ from normswap.saving.loading import load_model
 from normswap.saving.paths import check_output_path
 
 __all__ = ["application_names", "check_output_path", "describe_file", "load_custom_objects",
-           "load_model", "load_notes", "save_model"]
+           "load_model", "load_notes", "save_model", "save_verified"]

@@ -6,6 +6,10 @@ within a directory), and the directory is flushed so that the rename itself surv
 power cut. A failure at any point (Keras raising, the disk filling up, the rename failing,
 SIGINT or SIGTERM arriving) removes the temporary file and leaves an existing output as it
 was; an interrupting signal is handed on to its previous handler once the cleanup is done.
+
+`save_verified` overlaps the write with a check (normswap's verification): the check runs
+in another thread while the temporary file is written and flushed, and the rename waits
+for it. A check that raises removes the temporary file and nothing appears at the output.
 """
 
 import contextlib
@@ -49,38 +53,99 @@ def save_model(model, path, *, force=False, protected=()):
         SaveError: Keras failed to write the model, the disk or the rename failed, or a
             signal whose handler returned interrupted the write (exit status 1).
     """
+    return _save(model, path, None, force, protected)[0]
+
+
+def save_verified(model, path, check, *, force=False, protected=()):
+    """`save_model`, with `check()` run in another thread while the file is written.
+
+    The temporary file is written and flushed while `check` runs; it is renamed into place
+    only once `check` has returned. If `check` raises, the temporary file is removed,
+    nothing appears at `path` (an existing file there is untouched) and `check`'s exception
+    propagates as it is. A failure of the write itself is a SaveError, raised once `check`
+    has finished. Returns (the path written, what `check` returned).
+
+    `check` must not change `model` (verification only runs it).
+    """
+    return _save(model, path, check, force, protected)
+
+
+def _save(model, path, check, force, protected):
     if not isinstance(model, keras.Model):
         raise TypeError(f"save_model expects a keras.Model. Received: {type(model).__name__}")
     path = check_output_path(path, force=force, protected=protected)
     temporary = _temporary_path(path)
+    background = _Background(check) if check is not None else None
     with _SignalGuard() as guard:
         try:
-            _write(model, temporary, path, guard)
+            result = _write(model, temporary, path, guard, background)
         except _Interrupted as interrupted:
             _remove_quietly(temporary)
             raise SaveError(f"saving {path} was interrupted by {interrupted.name}; nothing "
                             "was written") from None
+        except _CheckFailed as failed:
+            _remove_quietly(temporary)
+            raise failed.error from None
         except BaseException as error:
             _remove_quietly(temporary)
+            if background is not None and isinstance(error, Exception):
+                background.wait()  # no verification left running behind a failed save
             if isinstance(error, Exception):
                 raise SaveError(
                     f"could not save the model to {path}: {error_summary(error)}") from error
             raise
-    return path
+    return path, result
 
 
-def _write(model, temporary, path, guard):
-    """Write `temporary` and flush it to disk (a signal may stop this part), then rename
-    it to `path` and flush the directory (signals wait for this part to finish)."""
+def _write(model, temporary, path, guard, background=None):
+    """Write `temporary` and flush it to disk, then wait for the check running in
+    `background` (a signal may stop this part); then rename it to `path` and flush the
+    directory (signals wait for this part to finish). Returns the check's result."""
     guard.armed = True
     try:
         with _quiet_h5_legacy_warning():
             model.save(temporary)
         _fsync_file(temporary)
+        result = background.result() if background is not None else None
     finally:
         guard.armed = False
     os.replace(temporary, path)
     _fsync_directory(path.parent)
+    return result
+
+
+class _CheckFailed(BaseException):
+    """The check run beside the write raised `error` (re-raised as it is, after cleanup)."""
+
+    def __init__(self, error):
+        super().__init__(error)
+        self.error = error
+
+
+class _Background:
+    """A function run in a daemon thread (a signal ending the save does not wait for it)."""
+
+    def __init__(self, function):
+        self._result = self._error = None
+        self._thread = threading.Thread(target=self._run, args=(function,), daemon=True,
+                                        name="normswap-check")
+        self._thread.start()
+
+    def _run(self, function):
+        try:
+            self._result = function()
+        except BaseException as error:  # noqa: BLE001 - handed to the saving thread
+            self._error = error
+
+    def wait(self):
+        self._thread.join()
+
+    def result(self):
+        """Wait for the function (interruptible by signals); its result, or _CheckFailed."""
+        self._thread.join()
+        if self._error is not None:
+            raise _CheckFailed(self._error)
+        return self._result
 
 
 def _temporary_path(path):

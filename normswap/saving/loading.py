@@ -10,10 +10,12 @@ trained numbers; what changed is recorded with the model (`load_notes.py`). Inpu
 are only ever opened for reading.
 """
 
+import contextlib
 import io
 import json
 import logging
 import os
+import threading
 import zipfile
 from pathlib import Path
 
@@ -78,9 +80,11 @@ def load_model(source, *, weights="imagenet", custom_objects=None, safe_mode=Tru
             f"Received: {type(source).__name__}")
     path = check_model_path(Path(source))
     if path.suffix.lower() in KERAS_SUFFIXES:
+        archive_config = _keras_archive_config(path)
         if safe_mode:
-            refuse_stored_code(path, _keras_archive_config(path))
-        return _load_keras(path, custom_objects, safe_mode)
+            refuse_stored_code(path, archive_config)
+        return _load_keras(path, custom_objects, safe_mode,
+                           skip_random_init=_only_known_classes(archive_config))
     config = read_h5_model_config(path)
     if safe_mode:
         refuse_stored_code(path, config)
@@ -107,12 +111,105 @@ def _keras_archive_config(path):
         return {}  # Keras's own loader will say what is wrong
 
 
-def _load_keras(path, custom_objects, safe_mode):
+def _load_keras(path, custom_objects, safe_mode, skip_random_init=False):
+    scope = _random_initializers_skipped() if skip_random_init else contextlib.nullcontext()
     try:
-        return keras.models.load_model(path, compile=False, custom_objects=custom_objects,
-                                       safe_mode=safe_mode)
+        with scope:
+            return keras.models.load_model(path, compile=False,
+                                           custom_objects=custom_objects,
+                                           safe_mode=safe_mode)
     except Exception as error:
         raise explain_load_error(path, error) from error
+
+
+# Modules whose layers load every variable they create from the file (Keras's default
+# `load_own_variables`, which refuses a file holding fewer variables than the layer).
+_KNOWN_MODULES = ("keras", "normswap")
+
+
+def _only_known_classes(config):
+    """Whether every object a `.keras` config deserializes comes from Keras or normswap."""
+    if not isinstance(config, dict) or not config:
+        return False
+    stack = [config]
+    while stack:
+        node = stack.pop()
+        if isinstance(node, dict):
+            module, name = node.get("module"), node.get("class_name")
+            if isinstance(name, str) and not (
+                    isinstance(module, str) and module.split(".", 1)[0] in _KNOWN_MODULES
+                    or module is None and _is_marker(name)):
+                return False
+            stack.extend(node.values())
+        elif isinstance(node, list):
+            stack.extend(node)
+    return True
+
+
+def _is_marker(name):
+    """Keras's own serialization markers (`__keras_tensor__`, `__tuple__`, ...); a stored
+    function (`__lambda__`) is not one."""
+    return name.startswith("__") and name.endswith("__") and name != "__lambda__"
+
+
+_skip_state = threading.local()
+_skip_lock = threading.Lock()
+_skip_users = 0
+_skip_original = None
+
+
+@contextlib.contextmanager
+def _random_initializers_skipped():
+    """While a `.keras` file of Keras and normswap layers loads in this thread, variables
+    whose initializer is random start as zeros instead.
+
+    Keras builds the model, drawing every kernel at random (a ResNet50's 25 M values cost
+    about a sixth of its load), then overwrites each variable with the file's value; its
+    loader refuses a file that lacks any variable of these layers, so the draws are never
+    seen. Constant initializers (seed-generator states among them) are left alone. Other
+    threads are not affected. Where Keras's variables do not look as expected, nothing is
+    changed.
+    """
+    global _skip_users, _skip_original
+    try:
+        from keras.src.backend import Variable
+        from keras.src.initializers import Zeros
+        from keras.src.initializers.random_initializers import RandomInitializer
+    except ImportError:  # pragma: no cover - a Keras laid out differently
+        yield
+        return
+    if not callable(getattr(Variable, "_initialize_with_initializer", None)):
+        yield  # pragma: no cover
+        return
+    with _skip_lock:
+        if _skip_users == 0:
+            original = Variable._initialize_with_initializer
+            zeros = Zeros()
+
+            def initialize(variable, initializer):
+                if getattr(_skip_state, "active", False) and isinstance(initializer,
+                                                                        RandomInitializer):
+                    initializer = zeros
+                return original(variable, initializer)
+
+            _skip_original = (original, "_initialize_with_initializer" in vars(Variable))
+            Variable._initialize_with_initializer = initialize
+        _skip_users += 1
+    previous = getattr(_skip_state, "active", False)
+    _skip_state.active = True
+    try:
+        yield
+    finally:
+        _skip_state.active = previous
+        with _skip_lock:
+            _skip_users -= 1
+            if _skip_users == 0:
+                original, own = _skip_original
+                if own:
+                    Variable._initialize_with_initializer = original
+                else:  # pragma: no cover - inherited: drop the override
+                    del Variable._initialize_with_initializer
+                _skip_original = None
 
 
 def _load_h5(path, config, custom_objects, safe_mode, plain=True):

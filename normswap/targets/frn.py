@@ -17,6 +17,7 @@ Rank-2 (Dense) sites have no spatial axis: FRN would see one value per channel a
 import numpy as np
 from keras import ops
 
+from normswap.calibration.closed_form import frn_stats, slice_moments
 from normswap.calibration.hooks import AffineCalibration
 from normswap.carry import foldable_reason, start_from_bn_output
 from normswap.layers import FilterResponseNormalization
@@ -38,50 +39,31 @@ class FRNCalibration(AffineCalibration):
         return layer.gamma, layer.beta, neutral
 
     def choices(self, site, params, inputs):
-        moments = channel_mean_squares(inputs, site.axis)
-        typical = float(np.mean(moments[0]))
+        typical = float(np.mean(channel_mean_squares(inputs, site.axis)))
         return [params] + [{**params, "epsilon": float(scale * typical)}
                            for scale in EPSILON_SCALES if typical > 0]
 
-    def rank_choices(self, site, layer, choices, inputs, outputs):
-        """The ε whose least-squares fit to the target is best, in closed form: FRN's
-        response is x·a with a = 1/√(ν² + ε) per (sample, channel)."""
-        nu2, sums = channel_mean_squares(inputs, site.axis, outputs)
-        scores = [_frn_fit_r2(nu2, sums, c.get("epsilon", layer.epsilon)) for c in choices]
-        return int(np.argmax(np.round(scores, 6)))  # float32 ties: the earlier choice
+    def response_stats(self, site, layer, choices, inputs, outputs):
+        """The fit of every ε in closed form: FRN's response is x·a with a = 1/√(ν² + ε)
+        per (sample, channel) (`closed_form.frn_stats`); ε includes a learned ε_l."""
+        moments = slice_moments(inputs, outputs, site.axis)
+        learned = (0.0 if layer.epsilon_l is None
+                   else abs(float(ops.convert_to_numpy(layer.epsilon_l))))
+        return [frn_stats(moments, abs(c.get("epsilon", layer.epsilon)) + learned)
+                for c in choices]
 
     def apply_params(self, layer, params):
         layer.epsilon = params.get("epsilon", layer.epsilon)
 
 
-def channel_mean_squares(inputs, axis, outputs=None):
-    """ν² per (sample, channel) over the spatial axes and, with `outputs`, the float64
-    sums P, Σx, Σx², Σx·y, Σy, Σy² per (sample, channel) that a fit needs."""
-    nu2, sums = [], []
-    for index, x in enumerate(inputs):
+def channel_mean_squares(inputs, axis):
+    """ν² per (sample, channel): the mean square over the spatial axes, float64."""
+    nu2 = []
+    for x in inputs:
         x = ops.cast(x, "float32")
         spatial = [a for a in range(1, len(x.shape)) if a != axis]
         nu2.append(np.asarray(ops.convert_to_numpy(ops.mean(x * x, axis=spatial)), np.float64))
-        if outputs is not None:
-            y = ops.cast(outputs[index], "float32")
-            sums.append([np.asarray(ops.convert_to_numpy(ops.sum(v, axis=spatial)), np.float64)
-                         for v in (x, x * x, x * y, y, y * y)])
-    positions = float(np.prod([d for a, d in enumerate(inputs[0].shape) if a not in (0, axis)]))
-    joined = [np.concatenate(parts) for parts in zip(*sums)] if sums else None
-    return np.concatenate(nu2), (positions, joined)
-
-
-def _frn_fit_r2(nu2, sums, epsilon):
-    positions, (sx, sxx, sxy, sy, syy) = sums
-    a = 1.0 / np.sqrt(nu2 + abs(epsilon))
-    n_total = nu2.shape[0] * positions
-    sn, snn, sny = (a * sx).sum(0), (a * a * sxx).sum(0), (a * sxy).sum(0)
-    sy_total, syy_total = sy.sum(0), syy.sum(0)
-    cnn = snn - sn ** 2 / n_total
-    cny = sny - sn * sy_total / n_total
-    cyy = syy_total - sy_total ** 2 / n_total
-    explained = np.where(cnn > 0, cny ** 2 / np.maximum(cnn, 1e-300), 0.0)
-    return float(explained.sum() / max(cyy.sum(), 1e-300))
+    return np.concatenate(nu2)
 
 
 @register

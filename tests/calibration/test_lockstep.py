@@ -53,7 +53,8 @@ def test_both_models_run_side_by_side_through_raw_operations_and_nested_models()
     seen = []
     inner_bn = model.get_layer("inner").get_layer("inner_bn")
     lockstep = Lockstep(layer_map, hooked=[id(inner_bn)],
-                        on_site=lambda layer, old, new: seen.append((layer.name, len(old))))
+                        on_site=lambda layer, old, new, outputs: seen.append((layer.name,
+                                                                              len(old))))
     old, new = lockstep.run_batches(model, batches)
     assert seen == [("inner_bn", 2)]  # hooked inside the nested model, both batches at once
     for b, batch in enumerate(batches):

@@ -456,3 +456,64 @@ def test_saved_file_has_normal_permissions(model, tmp_path):
     umask = os.umask(0)
     os.umask(umask)
     assert written.stat().st_mode & 0o777 == 0o666 & ~umask
+
+
+# --- loading .keras files without random draws ------------------------------------------
+
+
+def count_random_draws(monkeypatch):
+    """Every call of a random initializer, by class name."""
+    from keras.src.initializers.random_initializers import RandomInitializer
+
+    draws = []
+    for cls in {type(keras.initializers.get(name)) for name in
+                ("glorot_uniform", "he_normal", "random_normal", "truncated_normal")}:
+        assert issubclass(cls, RandomInitializer)
+        real = cls.__call__
+        monkeypatch.setattr(cls, "__call__", lambda self, *a, _real=real, **k:
+                            draws.append(type(self).__name__) or _real(self, *a, **k))
+    return draws
+
+
+def test_a_keras_file_of_keras_layers_loads_without_random_draws(saved, model, probe,
+                                                                 monkeypatch):
+    draws = count_random_draws(monkeypatch)
+    loaded = nsio.load_model(saved / "tiny.keras")
+    assert draws == []
+    assert all(np.array_equal(a, b) for a, b in zip(loaded.get_weights(), model.get_weights()))
+    np.testing.assert_array_equal(loaded(probe), model(probe))
+    keras.layers.Dense(3).build((None, 2))  # after the load, initializers draw again
+    assert draws == ["GlorotUniform"]
+
+
+def test_a_keras_file_with_a_foreign_layer_loads_the_usual_way(tmp_path, probe, monkeypatch):
+    """A layer from another package may make variables its file does not hold: Keras then
+    keeps their initial values, so they are drawn as usual."""
+    from tests.saving.custom_layers import ScaleShift
+
+    inputs = keras.Input((8, 8, 3))
+    model = keras.Model(inputs, ScaleShift(name="scale")(keras.layers.Conv2D(2, 3)(inputs)))
+    model.save(tmp_path / "custom.keras")
+    draws = count_random_draws(monkeypatch)
+    loaded = nsio.load_model(tmp_path / "custom.keras", custom_objects={"ScaleShift": ScaleShift})
+    assert "GlorotUniform" in draws
+    np.testing.assert_array_equal(loaded(probe), model(probe))
+
+
+def test_which_configs_count_as_only_keras_and_normswap():
+    from normswap.saving.loading import _only_known_classes
+
+    def layer(module, name="Dense"):
+        return {"module": module, "class_name": name, "config": {}}
+
+    model = {"module": "keras", "class_name": "Functional", "config": {"layers": [
+        layer("keras.layers"), layer("normswap.layers", "EvoNormS0"),
+        {"class_name": "__keras_tensor__", "config": {}}]}}
+    assert _only_known_classes(model)
+    model["config"]["layers"].append(layer("mypackage.layers", "Scale"))
+    assert not _only_known_classes(model)
+    lambda_layer = layer("keras.layers", "Lambda")
+    lambda_layer["config"]["function"] = {"class_name": "__lambda__", "config": {}}
+    assert not _only_known_classes({"module": "keras", "class_name": "Functional",
+                                    "config": {"layers": [lambda_layer]}})
+    assert not _only_known_classes({})

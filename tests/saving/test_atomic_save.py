@@ -7,6 +7,7 @@ import hashlib
 import os
 import signal
 import threading
+import time
 from pathlib import Path
 
 import keras
@@ -14,7 +15,7 @@ import numpy as np
 import pytest
 
 from normswap.errors import SaveError, UsageError
-from normswap.saving import load_model, save_model
+from normswap.saving import load_model, save_model, save_verified
 
 pytestmark = pytest.mark.skipif(not hasattr(signal, "SIGTERM"), reason="needs SIGTERM")
 
@@ -319,3 +320,48 @@ def test_signal_guard_is_not_left_installed_after_a_failure(model, case, monkeyp
     with pytest.raises(SaveError, match="boom"):
         save_model(model, case, force=True)
     assert {s: signal.getsignal(s) for s in handlers} == handlers
+
+
+def test_save_verified_renames_only_after_the_check_has_passed(model, case):
+    """The check runs while the file is written; the output appears only once it returns."""
+    seen_during_check = []
+
+    def check():
+        seen_during_check.append(case.read_bytes() == OLD_OUTPUT)
+        return "verified"
+
+    written, result = save_verified(model, case, check, force=True)
+    assert (written, result) == (case, "verified") and seen_during_check == [True]
+    assert sorted(p.name for p in case.parent.iterdir()) == [case.name]
+    reloaded = keras.models.load_model(case, compile=False)
+    assert all(np.array_equal(a, b) for a, b in zip(reloaded.get_weights(), model.get_weights()))
+
+
+@pytest.mark.parametrize("case", [".keras", ".h5"], indirect=True)
+def test_a_failing_check_leaves_nothing_and_raises_its_own_error(model, case):
+    class NotVerified(Exception):
+        pass
+
+    def check():
+        raise NotVerified("outputs differ")
+
+    with pytest.raises(NotVerified, match="outputs differ"):
+        save_verified(model, case, check, force=True)
+    assert_untouched(case)
+
+
+def test_a_failing_write_waits_for_the_check_and_is_a_save_error(model, case, monkeypatch):
+    finished = []
+
+    def check():
+        time.sleep(0.2)
+        finished.append(True)
+
+    def disk_full(path, *args, **kwargs):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(model, "save", disk_full)
+    with pytest.raises(SaveError, match="No space left"):
+        save_verified(model, case, check, force=True)
+    assert finished == [True]  # no verification left running behind the error
+    assert_untouched(case)

@@ -23,13 +23,14 @@ def test_groups_auto_rule_and_explicit_groups():
 
 
 def test_group_counts_are_ranked_in_closed_form_as_by_running_the_layer():
-    from normswap.targets.groupnorm import group_fit_r2, sample_channel_sums
+    from normswap.calibration.closed_form import group_norm_stats, slice_moments
 
     rng = np.random.default_rng(6)
     x = rng.normal(1.0, 2.0, size=(24, 5, 5, 16)).astype("float32")
     y = (np.tanh(x) * rng.uniform(0.5, 2, 16) + rng.normal(0, 0.1, x.shape)).astype("float32")
-    moments = sample_channel_sums([x[:12], x[12:]], [y[:12], y[12:]], axis=3)
-    for groups in (1, 2, 4, 8):
+    moments = slice_moments([x[:12], x[12:]], [y[:12], y[12:]], axis=3)
+    for groups in (1, 2, 4, 8, 16):
+        stats = group_norm_stats(moments, groups, 1e-3)
         n = keras.layers.GroupNormalization(groups=groups, epsilon=1e-3, center=False,
                                             scale=False)(x).numpy().reshape(-1, 16)
         target = y.reshape(-1, 16)
@@ -39,4 +40,6 @@ def test_group_counts_are_ranked_in_closed_form_as_by_running_the_layer():
             coef, *_ = np.linalg.lstsq(design, target[:, c], rcond=None)
             sse += np.sum((design @ coef - target[:, c]) ** 2)
             sst += np.sum((target[:, c] - target[:, c].mean()) ** 2)
-        assert group_fit_r2(moments, groups, 1e-3) == pytest.approx(1 - sse / sst, abs=1e-4)
+            gamma, beta = stats.fit(True, True)
+            np.testing.assert_allclose([gamma[c], beta[c]], coef, rtol=1e-4, atol=1e-5)
+        assert stats.r2(*stats.fit(True, True)) == pytest.approx(1 - sse / sst, abs=1e-4)
