@@ -146,21 +146,31 @@ def environment():
         import tensorflow as tf
 
         info["tensorflow"] = tf.__version__
+        info["devices"] = [d.device_type + ":" + d.name.rsplit(":", 1)[-1]
+                           for d in tf.config.list_logical_devices()]
     elif info["backend"] == "jax":
         import jax
 
         info["jax"] = jax.__version__
+        info["devices"] = [str(d) for d in jax.devices()]
+    elif info["backend"] == "torch":
+        import torch
+
+        info["torch"] = torch.__version__
+        info["devices"] = ["cuda"] if torch.cuda.is_available() else ["cpu"]
+    info["dtype_policy"] = keras.config.dtype_policy().name
     return info
 
 
 def print_environment(console, info):
     load = info.get("load_average_at_start")
     load_text = ", ".join(f"{x:.2f}" for x in load) if load else "n/a"
-    backend_version = info.get("tensorflow") or info.get("jax") or ""
+    backend_version = info.get("tensorflow") or info.get("jax") or info.get("torch") or ""
     console.print(
         f"[dim]{info['platform']} · Python {info['python']} · {info['cpus_usable']} usable CPU(s) "
         f"· load average {load_text} · keras {info['keras']} ({info['backend']} "
-        f"{backend_version})[/dim]")
+        f"{backend_version}) · devices {', '.join(info.get('devices', [])) or 'n/a'} "
+        f"· dtype policy {info.get('dtype_policy')}[/dim]")
 
 
 def load_average():

@@ -18,6 +18,10 @@ each after warm-up, with the default compile (on a CPU-only TensorFlow: no XLA) 
 jit_compile=True. Ratios are against the BN net measured in the same run (and against
 GroupNormalization for the GroupNorm-like EvoNorm and FRN).
 
+`--precision mixed_float16|mixed_bfloat16` builds every net under that Keras dtype policy
+(float32 by default); the device is the backend's (a GPU when one is visible), and the
+header line names it.
+
 Goals (CPU): FRN, BatchRenorm ≤ 1.2× BN; EvoNorm, GroupNorm ≤ 1.5×; SwitchNorm,
 BatchLayerNorm ≤ 1.8×; WS-conv ≤ 1.15× the plain-conv net. A goal is met when every
 measured ratio for that layer (train and inference, both compile modes) is within it.
@@ -57,6 +61,10 @@ def parse_args(argv=None):
                              "with --quick)")
     parser.add_argument("--only", default=None,
                         help="comma-separated net names to run (BN is always included)")
+    parser.add_argument("--precision", default="float32",
+                        choices=("float32", "mixed_float16", "mixed_bfloat16"),
+                        help="Keras dtype policy of every net (default float32); the device "
+                             "is the backend's choice (a GPU when one is visible)")
     args = parser.parse_args(argv)
     if args.blocks is None:
         args.blocks = 1 if args.quick else 2
@@ -345,6 +353,25 @@ def verdicts(rows, console):
     return out
 
 
+GPU_XLA_TRAIN_GOAL = 1.3
+
+
+def gpu_verdicts(rows, info, console):
+    """On a GPU: every bundled layer's XLA train step ≤ 1.3× BN's (no goal on a CPU)."""
+    if not any("GPU" in d.upper() or "CUDA" in d.upper() for d in info.get("devices", [])):
+        return []
+    console.rule(f"GPU verdicts (train step with XLA ≤ {GPU_XLA_TRAIN_GOAL}× BN)")
+    out = []
+    for row in rows:
+        if row["mode"] != "jit" or row["kind"] != "train" or row["net"] == "BN":
+            continue
+        ok, text = _timing.verdict(row["vs_bn"]["ratio"], GPU_XLA_TRAIN_GOAL)
+        console.print(f"{row['net']}: " + _timing.verdict_markup(ok, text))
+        out.append({"net": row["net"], "limit": GPU_XLA_TRAIN_GOAL,
+                    "ratio": row["vs_bn"]["ratio"], "result": ok})
+    return out
+
+
 def main(argv=None):
     args = parse_args(argv)
     from rich.console import Console
@@ -353,6 +380,8 @@ def main(argv=None):
     started = time.perf_counter()
     keras = _timing.import_keras_quietly()
     import normswap  # noqa: F401  (registers the layers)
+
+    keras.config.set_dtype_policy(args.precision)
 
     if keras.backend.backend() == "tensorflow":  # one tf.function per net: not a retracing bug
         import logging
@@ -376,7 +405,8 @@ def main(argv=None):
             report_per_layer(layer_results, console)
     payload = {"benchmark": "layer_speed", "environment": info, "args": vars(args),
                "results": results, "rows": rows, "per_layer": layer_results,
-               "verdicts": verdicts(rows, console)}
+               "verdicts": verdicts(rows, console),
+               "gpu_verdicts": gpu_verdicts(rows, info, console)}
     elapsed = time.perf_counter() - started
     console.print(f"[dim]total run time {elapsed:.0f} s; load average now "
                   f"{', '.join(f'{x:.2f}' for x in _timing.load_average())}[/dim]")
