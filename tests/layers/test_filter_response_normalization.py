@@ -181,3 +181,17 @@ def test_jit_compiled_training_steps():
     after = run_jit_training_steps(model, rng.normal(size=(8, 6, 6, 2)).astype("float32"),
                                    rng.normal(size=(8, 1)).astype("float32"), layer="frn")
     assert sorted(after) == ["beta", "epsilon_l", "gamma", "tau"]
+
+
+def test_inv_instance_rms_default_epsilon_is_the_papers():
+    x = np.full((1, 2, 2, 1), 1e-3, "float32")  # ν² = 1e-6: ε = 1e-6 doubles it
+    np.testing.assert_allclose(to_numpy(inv_instance_rms(x)), 1.0 / np.sqrt(2e-6), rtol=1e-4)
+
+
+@pytest.mark.parametrize("axis,built,called", [(-1, (2, 3, 3, 4), (2, 3, 3, 5)),
+                                               (1, (2, 4, 3, 3), (2, 5, 3, 3))])
+def test_a_built_layer_refuses_another_channel_count(axis, built, called):
+    layer = FRN(axis=axis)
+    layer.build(built)
+    with pytest.raises(ValueError, match="axis"):
+        layer(np.zeros(called, "float32"))

@@ -33,5 +33,9 @@ def test_groups_for_is_the_largest_valid_divisor(channels, groups, rank):
 
 
 def test_groups_for_refuses_a_single_channel_at_rank_2():
-    with pytest.raises(ValueError, match="1 channel"):
+    with pytest.raises(ValueError) as refused:
         groups_for(1, 32, 2)
+    assert str(refused.value) == (
+        "Cannot group 1 channel(s) of a rank-2 input: each group's statistics would be a "
+        "single number, whose variance is 0. Use a target without group statistics "
+        "(e.g. 'frn' or 'frozenbn') for this layer.")
