@@ -8,7 +8,9 @@ there with `pytest -x` in a new Python process, and prints killed or survived pe
 
     python tools/recheck_mutants.py normswap.layers._groups tests/layers/test_groups.py
 
-Run it from the repository root after `mutmut run`; it changes nothing in the repository.
+`--status survived` re-checks the survivors instead (after tests were added, without a
+new mutmut run). Run it from the repository root after `mutmut run`; it changes nothing
+in the repository.
 """
 
 import shutil
@@ -26,10 +28,10 @@ def mutmut(*args):
     return subprocess.run(command, cwd=ROOT, capture_output=True, text=True, check=True).stdout
 
 
-def timed_out(module):
+def with_status(module, status):
     lines = mutmut("results", "--all", "true").splitlines()
     return [line.split(":")[0].strip() for line in lines
-            if line.strip().startswith(module + ".") and line.strip().endswith("timeout")]
+            if line.strip().startswith(module + ".") and line.strip().endswith(": " + status)]
 
 
 def apply_mutant(diff, scratch):
@@ -67,17 +69,20 @@ def recheck(name, tests, scratch):
 
 
 def main(argv):
+    status = "timeout"
+    if argv[:1] == ["--status"]:
+        status, argv = argv[1], argv[2:]
     if len(argv) < 2:
         sys.exit(__doc__)
     module, tests = argv[0], argv[1:]
     outcomes = []
     with tempfile.TemporaryDirectory(prefix="normswap-mutant-") as folder:
-        for name in timed_out(module):
+        for name in with_status(module, status):
             outcome = recheck(name, tests, Path(folder) / "project")
             outcomes.append(outcome)
             print(f"{outcome:8s} {name}", flush=True)
     print(f"{outcomes.count('killed')} killed, {outcomes.count('survived')} survived "
-          f"of {len(outcomes)} timed-out mutants")
+          f"of {len(outcomes)} mutants that were '{status}'")
 
 
 if __name__ == "__main__":

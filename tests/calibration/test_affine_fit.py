@@ -117,3 +117,21 @@ def test_an_exact_affine_relation_has_r2_one():
     np.testing.assert_allclose(gamma, 2.0, rtol=1e-4)
     np.testing.assert_allclose(beta, 1.0, rtol=1e-4)
     assert stats.r2(gamma, beta) == pytest.approx(1.0, abs=1e-6)
+
+
+@pytest.mark.parametrize("fit", [(True, True), (True, False), (False, True), (False, False)])
+def test_tiny_activations_fit_as_well_as_large_ones(rows, fit):
+    """Sums far below 1 (activations of order 1e-3) must not hit any floor: the same rows
+    scaled down give the same γ, β scaled accordingly, per channel, and the same R²."""
+    n, y = rows
+    scale = 1e-3
+    large, tiny = AffineStats(CHANNELS), AffineStats(CHANNELS)
+    large.add(ops.convert_to_tensor(n), ops.convert_to_tensor(y))
+    tiny.add(ops.convert_to_tensor(n * scale), ops.convert_to_tensor(y * scale))
+    gamma, beta = tiny.fit(*fit)
+    assert gamma.shape == beta.shape == (CHANNELS,)
+    expected_gamma, expected_beta = large.fit(*fit)
+    np.testing.assert_allclose(gamma, expected_gamma, rtol=1e-4, atol=1e-9)
+    np.testing.assert_allclose(beta, expected_beta * scale, rtol=1e-4, atol=1e-9)
+    assert tiny.r2(gamma, beta) == pytest.approx(large.r2(expected_gamma, expected_beta),
+                                                 abs=1e-5)
