@@ -64,7 +64,8 @@ class _SiteCalibrator:
         gamma_var, beta_var, neutral = hooks.weights(layer)
         carried = (_variable_value(gamma_var), _variable_value(beta_var))
         best = None
-        for params, stats in self._candidates(site_plan, layer, new_inputs, outputs):
+        for params, stats in self._candidates(site_plan, layer, (gamma_var, beta_var, neutral),
+                                              new_inputs, outputs):
             fitted = stats.fit(gamma_var is not None, beta_var is not None)
             score = stats.r2(*fitted)
             if best is None:  # the first choice is the planned one: the "before" numbers
@@ -79,27 +80,21 @@ class _SiteCalibrator:
         fit.params.update(params)
         fit.fidelity = {"r2_before": before, "r2_after": score}
 
-    def _candidates(self, site_plan, layer, new_inputs, outputs):
+    def _candidates(self, site_plan, layer, weights, new_inputs, outputs):
         """(parameter set, AffineStats of the layer's normalized response with it), the
         planned set first. The target's hooks give the statistics in closed form where
-        they can (the layer then never runs here); otherwise the layer runs once per set,
-        on as few sets as a cheap ranking (`rank_choices`) leaves."""
+        they can (the layer then never runs here); otherwise the layer runs once per set.
+        `weights`: the hooks' (γ variable, β variable, neutral weights) of `layer`."""
         hooks, site = site_plan.target.calibration, site_plan.site
         choices = hooks.choices(site, site_plan.params, new_inputs)
         closed = hooks.response_stats(site, layer, choices, new_inputs, outputs)
         if closed is not None:
             yield from zip(choices, closed)
             return
-        if len(choices) > 1:
-            ranked = hooks.rank_choices(site, layer, choices, new_inputs, outputs)
-            if ranked is not None:
-                choices = [choices[0]] + ([choices[ranked]] if ranked else [])
-        gamma_var, beta_var, neutral = hooks.weights(layer)
         targets = [channel_rows(y, site.axis) for y in outputs]
         for params in choices:
             hooks.apply_params(layer, params)
-            yield params, _response_stats(layer, gamma_var, beta_var, neutral, new_inputs,
-                                          targets, site.axis)
+            yield params, _response_stats(layer, *weights, new_inputs, targets, site.axis)
 
 
 def _response_stats(layer, gamma_var, beta_var, neutral, new_inputs, targets, axis):

@@ -18,6 +18,8 @@ subclassing it in its own module:
 import keras
 from keras import ops
 
+from normswap.calibration.closed_form import group_norm_stats, slice_moments
+
 
 class AffineCalibration:
     """How calibration re-fits a replacement whose output is γ·(normalized input) + β."""
@@ -40,14 +42,9 @@ class AffineCalibration:
     def response_stats(self, site, layer, choices, inputs, outputs):
         """For each of `choices`, the `affine_fit.AffineStats` of the layer's normalized
         response against `outputs`, computed without running the layer (closed form), or
-        None (the default) to have calibration run the layer with γ = 1, β = 0.
+        None (the default) to have calibration run the layer with γ = 1, β = 0, once per
+        choice.
         `inputs` / `outputs`: per batch, the new layer's inputs and what it should output."""
-        return None
-
-    def rank_choices(self, site, layer, choices, inputs, outputs):
-        """The index of the best of several `choices`, found without running the layer
-        once per choice, or None to let calibration try each (the default). Only asked
-        when `response_stats` is None."""
         return None
 
     def apply_params(self, layer, params):
@@ -71,8 +68,6 @@ class GroupNormCalibration(AffineCalibration):
     def response_stats(self, site, layer, choices, inputs, outputs):
         if not isinstance(layer, keras.layers.GroupNormalization):
             return None
-        from normswap.calibration.closed_form import group_norm_stats, slice_moments
-
         moments = slice_moments(inputs, outputs, site.axis)
         return [group_norm_stats(moments, params.get("groups", layer.groups), layer.epsilon)
                 for params in choices]
