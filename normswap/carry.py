@@ -36,9 +36,11 @@ FOLDABLE = (keras.layers.Dense,) + _CONVS + _TRANSPOSED + _DEPTHWISE + _SEPARABL
 
 
 def inference_affine(gamma, beta, mean, variance, epsilon):
-    """(s, o) with BN(x) = x·s + o at inference: s = γ/√(v + ε), o = β − μ·s."""
-    scale = np.asarray(gamma, np.float64) / np.sqrt(np.asarray(variance, np.float64) + epsilon)
-    return scale, np.asarray(beta, np.float64) - np.asarray(mean, np.float64) * scale
+    """(s, o) with BN(x) = x·s + o at inference: s = γ/√(v + ε), o = β − μ·s, computed in
+    float64 whatever the inputs' dtype."""
+    gamma, beta, mean, variance = (np.asarray(v, np.float64) for v in (gamma, beta, mean, variance))
+    scale = gamma / np.sqrt(variance + epsilon)
+    return scale, beta - mean * scale
 
 
 def scale_output_channels(kernel, scale, layout="standard"):
@@ -47,20 +49,23 @@ def scale_output_channels(kernel, scale, layout="standard"):
     layout "standard": Dense and Conv kernels (..., in, out) — and a separable conv's
     pointwise kernel; "transposed": Conv*Transpose kernels (..., out, in); "depthwise":
     Depthwise kernels (..., in, multiplier) whose output channel in·multiplier + m is
-    scaled by scale[in·multiplier + m].
+    scaled by scale[in·multiplier + m]. Computed in float64.
     """
-    kernel = np.asarray(kernel, np.float64)
+    kernel, scale = np.asarray(kernel, np.float64), np.asarray(scale)  # float64 products
+    if layout == "standard":
+        return kernel * scale
     if layout == "transposed":
         return kernel * scale[:, None]
     if layout == "depthwise":
         return kernel * scale.reshape(kernel.shape[-2], kernel.shape[-1])
-    return kernel * scale
+    raise ValueError(f"unknown kernel layout {layout!r}: 'standard', 'transposed' or 'depthwise'")
 
 
 def fold_weights(kernel, bias, scale, offset, layout="standard"):
     """(W', b') of a linear producer with a per-channel affine x·s + o after it folded in:
-    W' = W·s per output channel, b' = b·s + o (`bias` None for a producer without one)."""
-    bias = np.zeros_like(scale) if bias is None else np.asarray(bias, np.float64)
+    W' = W·s per output channel, b' = b·s + o (`bias` None for a producer without one),
+    in float64."""
+    bias = np.asarray(0.0 if bias is None else bias, np.float64)  # float64 products
     return scale_output_channels(kernel, scale, layout), bias * scale + offset
 
 
@@ -70,13 +75,10 @@ def fold_weights(kernel, bias, scale, offset, layout="standard"):
 
 def bn_numbers(layer):
     """The BN's γ, β, moving mean and variance as float64 arrays (γ=1, β=0 where absent)."""
-    mean = np.asarray(layer.moving_mean.numpy(), dtype=np.float64)
-    var = np.asarray(layer.moving_variance.numpy(), dtype=np.float64)
-    gamma = (np.asarray(layer.gamma.numpy(), dtype=np.float64) if layer.scale
-             else np.ones_like(mean))
-    beta = (np.asarray(layer.beta.numpy(), dtype=np.float64) if layer.center
-            else np.zeros_like(mean))
-    return gamma, beta, mean, var
+    mean, variance = layer.moving_mean.numpy(), layer.moving_variance.numpy()
+    gamma = layer.gamma.numpy() if layer.scale else np.ones_like(mean)
+    beta = layer.beta.numpy() if layer.center else np.zeros_like(mean)
+    return tuple(np.asarray(v, np.float64) for v in (gamma, beta, mean, variance))
 
 
 def bn_affine(layer):
@@ -98,9 +100,9 @@ def site_affine(site):
     values = []
     for name, default in (("gamma", 1.0), ("beta", 0.0)):
         variable = getattr(site.layer, name, None)
-        value = default if variable is None else np.asarray(variable.numpy(), np.float64)
-        values.append(np.broadcast_to(np.ravel(value)[:site.channels], (site.channels,))
-                      .astype(np.float64))
+        value = default if variable is None else variable.numpy()
+        values.append(np.array(np.broadcast_to(np.ravel(value)[:site.channels],
+                                               (site.channels,)), np.float64))
     return tuple(values)
 
 
@@ -119,16 +121,14 @@ def carry_affine(site, new_layer, gamma_name="gamma", beta_name="beta"):
 
 def set_population_statistics(layer, mean, variance, epsilon):
     """Population statistics (per-channel mean and biased variance) into a batch-dependent
-    layer; False when it keeps none. A layer with its own way of taking a BN's statistics
-    (`set_statistics_from_bn`, e.g. Batch Renorm's moving standard deviation) uses it."""
+    layer's moving mean and variance. A layer with its own way of taking a BN's statistics
+    (`set_statistics_from_bn`, e.g. Batch Renorm's moving standard deviation, which needs
+    the BN's ε) uses it."""
     if hasattr(layer, "set_statistics_from_bn"):
         layer.set_statistics_from_bn(mean, variance, epsilon)
-        return True
-    if not hasattr(layer, "moving_mean") or not hasattr(layer, "moving_variance"):
-        return False
+        return
     assign(layer.moving_mean, mean)
     assign(layer.moving_variance, variance)
-    return True
 
 
 def carry_statistics(site, layer):
@@ -164,14 +164,14 @@ def foldable_reason(site):
         return f"'{producer.name}' applies an activation before the BN"
     if _channel_axis_of(producer, site.rank) != site.axis:
         return f"the BN's axis is not the output-channel axis of '{producer.name}'"
-    if _bias_lands_on_last_axis(producer, site):
+    if _bias_lands_on_last_axis(site):
         return (f"Keras's TensorFlow backend adds the bias of the channels_first "
                 f"'{producer.name}' along its last axis, which has as many entries as it has "
                 "channels (a Keras bug): a folded bias would land there")
     return None
 
 
-def _bias_lands_on_last_axis(producer, site):
+def _bias_lands_on_last_axis(site):
     """Keras 3's TensorFlow `ops.add` turns a channels_first conv's (1, C, 1, …) bias into a
     bias_add along the last axis when that axis also has C entries."""
     return (keras.backend.backend() == "tensorflow" and site.rank > 2 and site.axis == 1
@@ -197,10 +197,8 @@ def folded_producer(site):
     bias = producer.bias.numpy() if producer.use_bias else None
     kernel, new_bias = fold_weights(getattr(producer, linear).numpy(), bias,
                                     *bn_affine(site.layer), _layout(producer))
-    for variable in producer.weights:
-        name = variable.path.split("/")[-1]
-        if name not in (linear, "bias"):
-            assign(getattr(folded, name), variable.numpy())
+    for variable in producer.weights:  # the depthwise kernel of a separable conv
+        assign(getattr(folded, variable.name), variable.numpy())
     assign(getattr(folded, linear), kernel)
     assign(folded.bias, new_bias)
     return folded

@@ -39,9 +39,8 @@ def probe_batch(model, batch_size=PROBE_BATCH, seed=PROBE_SEED):
     return batch
 
 
-def as_model_input(model, batch):
-    """A user batch as the model takes it: one array, or a list for several inputs."""
-    arrays = list(batch) if isinstance(batch, (list, tuple)) else [batch]
+def as_model_input(model, arrays):
+    """A list of arrays, one per input, as the model takes it (one array for one input)."""
     if len(arrays) != len(model.inputs):
         raise UsageError(
             f"The probe batch has {len(arrays)} array(s) but the model has "

@@ -6,8 +6,16 @@ import pytest
 
 import normswap
 from normswap.targets import frozenbn
-from normswap.verify import EXACT_TOLERANCE, compare, exact_tolerance
-from tests.models import small_cnn
+from normswap.verify import (
+    EXACT_TOLERANCE,
+    PROBE_SPATIAL,
+    compare,
+    exact_tolerance,
+    outputs_of,
+    probe_batch,
+    roundoff_sensitivity,
+)
+from tests.models import randomize_bn, small_cnn
 
 
 @pytest.mark.parametrize("factor, fails", [(1 + 4e-4, True), (1 + 2e-6, False)])
@@ -23,6 +31,34 @@ def test_the_exact_tolerance_is_float32_round_off(monkeypatch, factor, fails):
     else:
         assert normswap.convert(small_cnn(), "frozenbn").report.exact
 
+
+def token_and_image_model():
+    """Integer tokens through an Embedding and an image of unknown size, both into BNs."""
+    tokens = keras.Input((5,), dtype="int32", name="tokens")
+    image = keras.Input((None, None, 3), name="image")
+    words = keras.layers.BatchNormalization()(keras.layers.Embedding(2, 4)(tokens))
+    pixels = keras.layers.BatchNormalization()(keras.layers.Conv2D(4, 3)(image))
+    pooled = keras.layers.GlobalAveragePooling2D()(pixels)
+    joined = keras.layers.Concatenate()([keras.layers.Flatten()(words), pooled])
+    return randomize_bn(keras.Model([tokens, image], keras.layers.Dense(3)(joined)), seed=2)
+
+
+def test_the_probe_fits_every_input_and_is_deterministic():
+    model = token_and_image_model()
+    tokens, image = probe_batch(model)
+    assert tokens.shape == (2, 5) and tokens.dtype == np.int32
+    assert set(np.unique(tokens)) == {0, 1}  # valid indices for any lookup
+    assert image.shape == (2, PROBE_SPATIAL, PROBE_SPATIAL, 3) and image.dtype == np.float32
+    assert abs(image.mean()) < 0.1 and abs(image.std() - 1) < 0.05
+    assert not np.array_equal(image, np.round(image))
+    again = probe_batch(model)
+    np.testing.assert_array_equal(again[1], image)
+    np.testing.assert_array_equal(probe_batch(model, seed=0)[1], image)
+    assert not np.allclose(probe_batch(model, seed=1)[1], image)
+    assert probe_batch(model, batch_size=3)[0].shape == (3, 5)
+    assert [y.dtype for y in outputs_of(model, [tokens, image])] == [np.float64]
+    result = normswap.convert(model, "frozenbn")
+    assert result.report.exact and result.report.fidelity.samples == 2
 
 
 def test_a_failed_verification_writes_nothing_while_a_passed_one_writes_the_model(
@@ -66,3 +102,23 @@ def test_fidelity_numbers():
     assert fidelity.mean_abs == pytest.approx(0.375) and fidelity.top1_agreement == 1.0
     assert compare(old, [np.array([[3.5, 3.0], [2.0, -3.0]])]).top1_agreement == 0.5
     assert compare(old, [np.array([[np.nan, 0.0], [0.0, 0.0]])]).max_abs == float("inf")
+    one_column = [np.array([[1.0], [2.0]])]  # a regression head: no argmax to agree on
+    assert compare(one_column, [np.array([[1.5], [2.0]])]).top1_agreement is None
+
+
+def test_roundoff_sensitivity_nudges_each_input_by_a_few_units_of_round_off():
+    """Identity: every input moves by exactly 2⁻²⁰ of itself. A sum of positive inputs:
+    random signs cancel, so it moves far less than 2⁻²⁰ (one sign for all would not)."""
+    x = np.random.default_rng(4).uniform(1.0, 2.0, size=(2, 256)).astype("float32")
+    inputs = keras.Input((256,))
+    identity = keras.Model(inputs, keras.layers.Activation("linear")(inputs))
+    assert roundoff_sensitivity(identity, [x]) == pytest.approx(2.0 ** -20, rel=0.05)
+    total = keras.Model(inputs, keras.layers.Dense(1, use_bias=False,
+                                                   kernel_initializer="ones")(inputs))
+    moved = roundoff_sensitivity(total, [x])
+    assert 0 < moved < 0.3 * 2.0 ** -20
+    assert roundoff_sensitivity(total, [x]) == moved  # seeded: the same nudge every time
+    assert roundoff_sensitivity(total, [x], seed=1) != moved
+    tokens = keras.Input((3,), dtype="int32")
+    lookup = keras.Model(tokens, keras.layers.Embedding(4, 2)(tokens))
+    assert roundoff_sensitivity(lookup, [np.array([[0, 1, 3], [2, 2, 1]], "int32")]) == 0.0

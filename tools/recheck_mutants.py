@@ -1,89 +1,112 @@
-"""Re-run mutmut's timed-out mutants one by one in a fresh process, without forking.
+"""Run mutmut's mutants of one module in fresh processes, without forking.
 
 mutmut runs each mutant's tests in a child forked from a process that has imported
 TensorFlow; some of those children hang (TensorFlow's thread pools do not survive a fork)
-and mutmut records them as timeouts, which says nothing about the tests. This script
-applies each timed-out mutant of MODULE to a scratch copy of the project, runs TEST files
-there with `pytest -x` in a new Python process, and prints killed or survived per mutant:
+and mutmut records them as timeouts, or the whole run stalls. This script uses what
+`mutmut run` prepared (the mutated copy in mutants/ and the map from each function to the
+tests that call it) and runs each mutant's tests in a new Python process, selecting the
+mutant the way mutmut does (the MUTANT_UNDER_TEST environment variable):
 
-    python tools/recheck_mutants.py normswap.layers._groups tests/layers/test_groups.py
+    python tools/recheck_mutants.py normswap.carry                 # mutants not yet run
+    python tools/recheck_mutants.py --status survived normswap.carry
+    python tools/recheck_mutants.py --status all --jobs 2 normswap.verify
 
-`--status survived` re-checks the survivors instead (after tests were added, without a
-new mutmut run). Run it from the repository root after `mutmut run`; it changes nothing
-in the repository.
+It prints killed, survived or timeout per mutant and records each outcome where
+`mutmut results` and `mutmut browse` read it. The tests are copied into mutants/ first, so
+tests written since `mutmut run` count; name the ones its map cannot know with `--also`:
+
+    python tools/recheck_mutants.py --status survived --also tests/test_verify.py normswap.verify
+
+Run it from the repository root after `mutmut run` has generated the mutants (interrupt
+that run once it starts testing if it stalls); it changes nothing outside mutants/.
 """
 
+import argparse
+import concurrent.futures
+import json
+import os
 import shutil
 import subprocess
 import sys
-import tempfile
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-COPIED = ("normswap", "tests", "setup.cfg", "pyproject.toml")
+MUTANTS = ROOT / "mutants"
+KILLED, SURVIVED, NO_TESTS, TIMEOUT = 1, 0, 5, -24  # mutmut's exit-code conventions
+STATUS_OF_EXIT_CODE = {None: "not checked", KILLED: "killed", SURVIVED: "survived",
+                       NO_TESTS: "no tests", TIMEOUT: "timeout"}
 
 
-def mutmut(*args):
-    command = [str(Path(sys.executable).parent / "mutmut"), *args]
-    return subprocess.run(command, cwd=ROOT, capture_output=True, text=True, check=True).stdout
+def meta_path(module):
+    return MUTANTS / (module.replace(".", "/") + ".py.meta")
 
 
-def with_status(module, status):
-    lines = mutmut("results", "--all", "true").splitlines()
-    return [line.split(":")[0].strip() for line in lines
-            if line.strip().startswith(module + ".") and line.strip().endswith(": " + status)]
+def tests_by_function():
+    stats = json.loads((MUTANTS / "mutmut-stats.json").read_text())
+    return stats["tests_by_mangled_function_name"]
 
 
-def apply_mutant(diff, scratch):
-    """Apply a `mutmut show` diff. Its lines are dedented for methods, so the removed block
-    is found by its lines' text and the added lines get the indentation found there."""
-    lines = diff.splitlines()
-    path = scratch / next(line[4:] for line in lines if line.startswith("--- "))
-    removed = [line[1:] for line in lines if line.startswith("-") and not line.startswith("---")]
-    added = [line[1:] for line in lines if line.startswith("+") and not line.startswith("+++")]
-    source = path.read_text().splitlines()
-    stripped = [line.strip() for line in source]
-    wanted = [line.strip() for line in removed]
-    start = next(i for i in range(len(source))
-                 if stripped[i:i + len(wanted)] == wanted and
-                 all(source[i + k].endswith(removed[k]) for k in range(len(removed))))
-    indent = source[start][:len(source[start]) - len(removed[0])]
-    source[start:start + len(removed)] = [indent + line for line in added]
-    path.write_text("\n".join(source) + "\n")
+def function_of(mutant):
+    return mutant.rsplit("__mutmut_", 1)[0]
 
 
-def recheck(name, tests, scratch):
-    if scratch.exists():
-        shutil.rmtree(scratch)
-    scratch.mkdir()
-    for item in COPIED:
-        source = ROOT / item
-        if source.is_dir():
-            shutil.copytree(source, scratch / item)
-        else:
-            shutil.copy(source, scratch / item)
-    apply_mutant(mutmut("show", name), scratch)
-    run = subprocess.run([sys.executable, "-m", "pytest", "-q", "-x", "-p", "no:cacheprovider",
-                          *tests], cwd=scratch, capture_output=True, text=True)
-    return "killed" if run.returncode else "survived"
+def run_mutant(mutant, tests, timeout):
+    """The mutmut exit code of `mutant` against `tests` (pytest node ids)."""
+    if not tests:
+        return NO_TESTS
+    command = [sys.executable, "-m", "pytest", "-x", "-q", "-p", "no:cacheprovider",
+               "-p", "tests.mutmut_plugin", *sorted(tests)]
+    environment = dict(os.environ, MUTANT_UNDER_TEST=mutant,
+                       TF_CPP_MIN_LOG_LEVEL="3", TF_NUM_INTRAOP_THREADS="1",
+                       TF_NUM_INTEROP_THREADS="1")
+    try:
+        run = subprocess.run(command, cwd=MUTANTS, env=environment, capture_output=True,
+                             timeout=timeout)
+    except subprocess.TimeoutExpired:
+        return TIMEOUT
+    if run.returncode == NO_TESTS:
+        return NO_TESTS
+    return KILLED if run.returncode else SURVIVED
 
 
-def main(argv):
-    status = "timeout"
-    if argv[:1] == ["--status"]:
-        status, argv = argv[1], argv[2:]
-    if len(argv) < 2:
-        sys.exit(__doc__)
-    module, tests = argv[0], argv[1:]
-    outcomes = []
-    with tempfile.TemporaryDirectory(prefix="normswap-mutant-") as folder:
-        for name in with_status(module, status):
-            outcome = recheck(name, tests, Path(folder) / "project")
-            outcomes.append(outcome)
-            print(f"{outcome:8s} {name}", flush=True)
-    print(f"{outcomes.count('killed')} killed, {outcomes.count('survived')} survived "
-          f"of {len(outcomes)} mutants that were '{status}'")
+def selected(exit_codes, status):
+    return [mutant for mutant, code in exit_codes.items()
+            if status == "all" or STATUS_OF_EXIT_CODE.get(code, "killed") == status]
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("module", help="e.g. normswap.carry")
+    parser.add_argument("--status", default="not checked",
+                        help="which mutants to run: 'not checked' (default), 'survived', "
+                             "'timeout', 'killed' or 'all'")
+    parser.add_argument("--jobs", type=int, default=2)
+    parser.add_argument("--timeout", type=float, default=600, help="seconds per mutant")
+    parser.add_argument("--also", action="append", default=[], metavar="TEST",
+                        help="a test (file or node id) to run for every mutant as well; repeatable")
+    args = parser.parse_args(argv)
+
+    path = meta_path(args.module)
+    if not path.exists():
+        sys.exit(f"no mutants for {args.module}: run `mutmut run` first ({path} is missing)")
+    shutil.copytree(ROOT / "tests", MUTANTS / "tests", dirs_exist_ok=True)
+    meta = json.loads(path.read_text())
+    tests = tests_by_function()
+    mutants = selected(meta["exit_code_by_key"], args.status)
+    with concurrent.futures.ThreadPoolExecutor(args.jobs) as pool:
+        futures = {pool.submit(run_mutant, mutant,
+                               set(tests.get(function_of(mutant), [])) | set(args.also),
+                               args.timeout): mutant for mutant in mutants}
+        for future in concurrent.futures.as_completed(futures):
+            mutant, code = futures[future], future.result()
+            meta["exit_code_by_key"][mutant] = code
+            path.write_text(json.dumps(meta, indent=4))
+            print(f"{STATUS_OF_EXIT_CODE[code]:9s} {mutant}", flush=True)
+    codes = [meta["exit_code_by_key"][mutant] for mutant in mutants]
+    summary = ", ".join(f"{codes.count(code)} {name}"
+                        for code, name in STATUS_OF_EXIT_CODE.items() if code in codes)
+    print(f"{args.module}: {summary} of {len(mutants)} mutants run")
 
 
 if __name__ == "__main__":
-    main(sys.argv[1:])
+    main()
