@@ -101,7 +101,10 @@ def test_fidelity_numbers():
     assert fidelity.max_abs == 1.0 and fidelity.scale == 4.0 and fidelity.relative == 0.25
     assert fidelity.mean_abs == pytest.approx(0.375) and fidelity.top1_agreement == 1.0
     assert compare(old, [np.array([[3.5, 3.0], [2.0, -3.0]])]).top1_agreement == 0.5
-    assert compare(old, [np.array([[np.nan, 0.0], [0.0, 0.0]])]).max_abs == float("inf")
+    assert fidelity.samples == 2 and fidelity.source == "probe"
+    broken = compare(old, [np.array([[np.nan, 0.0], [0.0, 0.0]])], source="user")
+    assert broken.max_abs == broken.mean_abs == broken.relative == float("inf")
+    assert broken.samples == 2 and broken.source == "user" and broken.top1_agreement is None
     one_column = [np.array([[1.0], [2.0]])]  # a regression head: no argmax to agree on
     assert compare(one_column, [np.array([[1.5], [2.0]])]).top1_agreement is None
 

@@ -51,11 +51,11 @@ def function_of(mutant):
 
 
 def run_mutant(mutant, tests, timeout):
-    """The mutmut exit code of `mutant` against `tests` (pytest node ids)."""
+    """The mutmut exit code of `mutant` against `tests` (pytest node ids, run in order)."""
     if not tests:
         return NO_TESTS
     command = [sys.executable, "-m", "pytest", "-x", "-q", "-p", "no:cacheprovider",
-               "-p", "tests.mutmut_plugin", *sorted(tests)]
+               "-p", "tests.mutmut_plugin", *tests]
     environment = dict(os.environ, MUTANT_UNDER_TEST=mutant,
                        TF_CPP_MIN_LOG_LEVEL="3", TF_NUM_INTRAOP_THREADS="1",
                        TF_NUM_INTEROP_THREADS="1")
@@ -67,6 +67,11 @@ def run_mutant(mutant, tests, timeout):
     if run.returncode == NO_TESTS:
         return NO_TESTS
     return KILLED if run.returncode else SURVIVED
+
+
+def tests_for(mutant, tests_by_name, also):
+    """The `--also` tests first (the likeliest to kill a survivor), then mutmut's."""
+    return list(also) + sorted(set(tests_by_name.get(function_of(mutant), [])) - set(also))
 
 
 def selected(exit_codes, status):
@@ -94,8 +99,7 @@ def main(argv=None):
     tests = tests_by_function()
     mutants = selected(meta["exit_code_by_key"], args.status)
     with concurrent.futures.ThreadPoolExecutor(args.jobs) as pool:
-        futures = {pool.submit(run_mutant, mutant,
-                               set(tests.get(function_of(mutant), [])) | set(args.also),
+        futures = {pool.submit(run_mutant, mutant, tests_for(mutant, tests, args.also),
                                args.timeout): mutant for mutant in mutants}
         for future in concurrent.futures.as_completed(futures):
             mutant, code = futures[future], future.result()
