@@ -14,6 +14,7 @@ from normswap.verify import (
     outputs_of,
     probe_batch,
     roundoff_sensitivity,
+    verify,
 )
 from tests.models import randomize_bn, small_cnn
 
@@ -102,6 +103,9 @@ def test_fidelity_numbers():
     assert fidelity.mean_abs == pytest.approx(0.375) and fidelity.top1_agreement == 1.0
     assert compare(old, [np.array([[3.5, 3.0], [2.0, -3.0]])]).top1_agreement == 0.5
     assert fidelity.samples == 2 and fidelity.source == "probe"
+    assert fidelity.to_dict() == {  # the report's JSON
+        "max_abs_deviation": 1.0, "mean_abs_deviation": 0.375, "relative_max_deviation": 0.25,
+        "output_scale": 4.0, "top1_agreement": 1.0, "samples": 2, "source": "probe"}
     broken = compare(old, [np.array([[np.nan, 0.0], [0.0, 0.0]])], source="user")
     assert broken.max_abs == broken.mean_abs == broken.relative == float("inf")
     assert broken.samples == 2 and broken.source == "user" and broken.top1_agreement is None
@@ -125,3 +129,11 @@ def test_roundoff_sensitivity_nudges_each_input_by_a_few_units_of_round_off():
     tokens = keras.Input((3,), dtype="int32")
     lookup = keras.Model(tokens, keras.layers.Embedding(4, 2)(tokens))
     assert roundoff_sensitivity(lookup, [np.array([[0, 1, 3], [2, 2, 1]], "int32")]) == 0.0
+
+
+def test_the_report_says_where_the_verification_batch_came_from():
+    model = small_cnn()
+    new = normswap.swap(model, "frozenbn")
+    assert verify(model, new, exact=True).source == "probe"
+    assert verify(model, new, probe_batch(model, seed=2), exact=True).source == "user"
+    assert verify(model, new, exact=True, source="samples").source == "samples"

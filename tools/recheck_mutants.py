@@ -33,8 +33,9 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 MUTANTS = ROOT / "mutants"
 KILLED, SURVIVED, NO_TESTS, TIMEOUT = 1, 0, 5, -24  # mutmut's exit-code conventions
+NO_TESTS_FOUND = 33  # mutmut: no test calls the mutated function
 STATUS_OF_EXIT_CODE = {None: "not checked", KILLED: "killed", SURVIVED: "survived",
-                       NO_TESTS: "no tests", TIMEOUT: "timeout"}
+                       NO_TESTS: "no tests", NO_TESTS_FOUND: "no tests", TIMEOUT: "timeout"}
 
 
 def meta_path(module):
@@ -87,6 +88,7 @@ def main(argv=None):
                              "'timeout', 'killed' or 'all'")
     parser.add_argument("--jobs", type=int, default=2)
     parser.add_argument("--timeout", type=float, default=600, help="seconds per mutant")
+    parser.add_argument("--function", help="only the mutants of this function (e.g. compare)")
     parser.add_argument("--also", action="append", default=[], metavar="TEST",
                         help="a test (file or node id) to run for every mutant as well; repeatable")
     args = parser.parse_args(argv)
@@ -97,7 +99,8 @@ def main(argv=None):
     shutil.copytree(ROOT / "tests", MUTANTS / "tests", dirs_exist_ok=True)
     meta = json.loads(path.read_text())
     tests = tests_by_function()
-    mutants = selected(meta["exit_code_by_key"], args.status)
+    mutants = [mutant for mutant in selected(meta["exit_code_by_key"], args.status)
+               if args.function is None or function_of(mutant).endswith("_" + args.function)]
     with concurrent.futures.ThreadPoolExecutor(args.jobs) as pool:
         futures = {pool.submit(run_mutant, mutant, tests_for(mutant, tests, args.also),
                                args.timeout): mutant for mutant in mutants}
