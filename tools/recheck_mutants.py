@@ -22,6 +22,7 @@ that run once it starts testing if it stalls); it changes nothing outside mutant
 """
 
 import argparse
+import collections
 import concurrent.futures
 import json
 import os
@@ -33,6 +34,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 MUTANTS = ROOT / "mutants"
 KILLED, SURVIVED, NO_TESTS, TIMEOUT = 1, 0, 5, -24  # mutmut's exit-code conventions
+PYTEST_USAGE_ERROR = 4  # e.g. a test in mutmut's map that no longer exists
 NO_TESTS_FOUND = 33  # mutmut: no test calls the mutated function
 STATUS_OF_EXIT_CODE = {None: "not checked", KILLED: "killed", SURVIVED: "survived",
                        NO_TESTS: "no tests", NO_TESTS_FOUND: "no tests", TIMEOUT: "timeout"}
@@ -65,6 +67,9 @@ def run_mutant(mutant, tests, timeout):
                              timeout=timeout)
     except subprocess.TimeoutExpired:
         return TIMEOUT
+    if run.returncode == PYTEST_USAGE_ERROR:  # not a kill: the tests never ran
+        raise SystemExit(f"pytest could not run the tests of {mutant} (run `mutmut run` "
+                         f"again to refresh its test map):\n{run.stderr.decode()[-2000:]}")
     if run.returncode == NO_TESTS:
         return NO_TESTS
     return KILLED if run.returncode else SURVIVED
@@ -109,9 +114,9 @@ def main(argv=None):
             meta["exit_code_by_key"][mutant] = code
             path.write_text(json.dumps(meta, indent=4))
             print(f"{STATUS_OF_EXIT_CODE[code]:9s} {mutant}", flush=True)
-    codes = [meta["exit_code_by_key"][mutant] for mutant in mutants]
-    summary = ", ".join(f"{codes.count(code)} {name}"
-                        for code, name in STATUS_OF_EXIT_CODE.items() if code in codes)
+    counts = collections.Counter(STATUS_OF_EXIT_CODE[meta["exit_code_by_key"][mutant]]
+                                 for mutant in mutants)
+    summary = ", ".join(f"{count} {name}" for name, count in counts.items()) or "none"
     print(f"{args.module}: {summary} of {len(mutants)} mutants run")
 
 
