@@ -95,6 +95,31 @@ def test_half_precision_models_get_half_precision_tolerance():
     assert normswap.convert(model, "fold").report.exact
 
 
+def test_half_precision_only_inside_a_nested_model_sets_the_tolerance():
+    """bfloat16 layers two models deep inside float32 ones: the tolerance is bfloat16's,
+    found at any depth; a float16 layer at the top does not tighten it."""
+    keras.mixed_precision.set_global_policy("mixed_bfloat16")
+    try:
+        backbone = small_cnn("backbone")
+    finally:
+        keras.mixed_precision.set_global_policy("float32")
+    inner = keras.Model(backbone.input, backbone.output, name="inner")  # float32 itself
+    inputs = keras.Input(backbone.input_shape[1:])
+    middle = keras.Model(inputs, inner(inputs), name="middle")
+    outputs = keras.layers.Dense(3, dtype="mixed_float16")(middle(inputs))
+    outer = keras.Model(inputs, outputs, name="outer")
+    assert [layer.compute_dtype for layer in outer.layers] == ["float32", "float32", "float16"]
+    assert [layer.compute_dtype for layer in middle.layers] == ["float32", "float32"]
+    assert exact_tolerance(middle) == 5e-2
+    assert exact_tolerance(outer) == 5e-2
+    assert exact_tolerance(keras.Model(inputs, outputs)) == 5e-2
+    float16_on_top = keras.Model(inputs, keras.layers.Dense(3, dtype="mixed_float16")(
+        keras.Model(inputs, small_cnn("plain")(inputs))(inputs)))
+    assert exact_tolerance(float16_on_top) == 1e-2
+    result = normswap.convert(outer, "frozenbn")
+    assert result.report.exact and exact_tolerance(result.model) == 5e-2
+
+
 def test_fidelity_numbers():
     old = [np.array([[1.0, 3.0], [2.0, -4.0]])]
     new = [np.array([[1.5, 3.0], [2.0, -3.0]])]
@@ -137,3 +162,24 @@ def test_the_report_says_where_the_verification_batch_came_from():
     assert verify(model, new, exact=True).source == "probe"
     assert verify(model, new, probe_batch(model, seed=2), exact=True).source == "user"
     assert verify(model, new, exact=True, source="samples").source == "samples"
+
+
+def test_a_deviation_of_exactly_the_tolerance_passes_and_one_above_it_fails(monkeypatch):
+    """The promise is max |Δ| ≤ tolerance × scale: equal passes. When it fails, a
+    round-off sensitivity of exactly the tolerance still blames the conversion."""
+    import normswap.verify as verify_module
+    model = small_cnn()
+    new = normswap.swap(model, "frozenbn")
+    deviation = {"max_abs": EXACT_TOLERANCE * 4.0}
+    monkeypatch.setattr(verify_module, "compare", lambda old, new, source: verify_module.Fidelity(
+        max_abs=deviation["max_abs"], mean_abs=0.0, scale=4.0, source=source))
+    assert verify(model, new, exact=True).relative == EXACT_TOLERANCE
+    deviation["max_abs"] = np.nextafter(EXACT_TOLERANCE * 4.0, 1.0)
+    sensitivity = {"value": EXACT_TOLERANCE}
+    monkeypatch.setattr(verify_module, "roundoff_sensitivity",
+                        lambda model, batch: sensitivity["value"])
+    with pytest.raises(normswap.VerificationError, match="Verification failed"):
+        verify(model, new, exact=True)
+    sensitivity["value"] = np.nextafter(EXACT_TOLERANCE, 1.0)
+    with pytest.raises(normswap.VerificationError, match="amplifies float32 round-off"):
+        verify(model, new, exact=True)

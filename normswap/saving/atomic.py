@@ -10,6 +10,9 @@ was; an interrupting signal is handed on to its previous handler once the cleanu
 `save_verified` overlaps the write with a check (normswap's verification): the check runs
 in another thread while the temporary file is written and flushed, and the rename waits
 for it. A check that raises removes the temporary file and nothing appears at the output.
+
+A model with a layer shared across models, which Keras 3 writes but may not load back, is
+loaded back from the temporary file before the rename (`round_trip.py`).
 """
 
 import contextlib
@@ -23,9 +26,10 @@ from pathlib import Path
 
 import keras
 
-from normswap.errors import SaveError
+from normswap.errors import NormswapError, SaveError
 from normswap.saving.load_errors import error_summary
 from normswap.saving.paths import check_output_path
+from normswap.saving.round_trip import check_loads_back
 
 _SIGNALS = tuple(getattr(signal, name) for name in ("SIGINT", "SIGTERM")
                  if hasattr(signal, name))
@@ -50,8 +54,9 @@ def save_model(model, path, *, force=False, protected=()):
     Raises:
         UsageError: bad extension, missing or read-only directory, the output is protected
             or exists (without force).
-        SaveError: Keras failed to write the model, the disk or the rename failed, or a
-            signal whose handler returned interrupted the write (exit status 1).
+        SaveError: Keras failed to write the model, the disk or the rename failed, a
+            signal whose handler returned interrupted the write, or Keras cannot load
+            the written file back (`round_trip.py`; exit status 1).
     """
     return _save(model, path, None, force, protected)[0]
 
@@ -86,6 +91,9 @@ def _save(model, path, check, force, protected):
         except _CheckFailed as failed:
             _remove_quietly(temporary)
             raise failed.error from None
+        except NormswapError:  # the file does not load back (round_trip.py)
+            _remove_quietly(temporary)
+            raise
         except BaseException as error:
             _remove_quietly(temporary)
             if background is not None and isinstance(error, Exception):
@@ -98,15 +106,17 @@ def _save(model, path, check, force, protected):
 
 
 def _write(model, temporary, path, guard, background=None):
-    """Write `temporary` and flush it to disk, then wait for the check running in
-    `background` (a signal may stop this part); then rename it to `path` and flush the
-    directory (signals wait for this part to finish). Returns the check's result."""
+    """Write `temporary` and flush it to disk, wait for the check running in `background`
+    and, for a model Keras may not load back, load it back (`round_trip.py`); a signal may
+    stop this part. Then rename it to `path` and flush the directory (signals wait for
+    this part to finish). Returns the check's result."""
     guard.armed = True
     try:
         with _quiet_h5_legacy_warning():
             model.save(temporary)
         _fsync_file(temporary)
         result = background.result() if background is not None else None
+        check_loads_back(model, temporary, path)
     finally:
         guard.armed = False
     os.replace(temporary, path)
