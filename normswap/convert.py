@@ -19,7 +19,7 @@ from normswap.plan import make_plan
 from normswap.replay import IDENTITY
 from normswap.report import Report, build_report
 from normswap.rewrite import rebuild
-from normswap.samples import augmented, input_batches
+from normswap.samples import augmented, input_batches, samples_in_common
 from normswap.verify import verify as verify_models
 from normswap.ws import ws_applied_note, ws_counterpart
 
@@ -98,7 +98,8 @@ def convert(model, target, *, only=None, skip=None, exact=False, ws=False,
         distill_steps: fine-tune the new model this many steps to match the original's
             outputs on the calibration samples (`distill_options`: see calibration/distill.py).
         eval_data: samples the end-to-end fidelity is measured on (default: the calibration
-            samples, else a generated probe batch; the report says which).
+            samples, else a generated probe batch; the report says which, and how many of
+            the eval samples were calibration samples too).
         probe: the batch exact conversions are verified on (default: generated).
         output: also save the new model there (`.keras` or `.h5`), atomically, as
             `normswap.save_model` does; the file is written while the verification runs
@@ -169,6 +170,9 @@ def convert(model, target, *, only=None, skip=None, exact=False, ws=False,
 
         written, fidelity = save_verified(new_model, output, verification, force=force,
                                           protected=protected)
+    if eval_batches and calibration_batches:
+        fidelity = dataclasses.replace(fidelity, also_calibration=samples_in_common(
+            calibration_batches, eval_batches))
     report = build_report(model, new_model, the_plan, replacements, exact=is_exact,
                           fidelity=fidelity, fits=fits, calibration=calibration,
                           distillation=distillation)

@@ -192,3 +192,8 @@ def render(report, console=None):
             line += f", top-1 agreement {100 * f.top1_agreement:.1f} %"
         verdict = "exact: verified" if report.exact else "not exact by design"
         console.print(f"{line} — {verdict}.", soft_wrap=True)
+        if f.also_calibration:
+            console.print(f"Note: {f.also_calibration} of the {f.samples} {f.source} samples "
+                          "were calibration samples too: measured on them, the converted "
+                          "model looks closer to the original than on new data.",
+                          soft_wrap=True)

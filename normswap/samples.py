@@ -6,6 +6,7 @@ become a list of batches, each a list of float arrays (one per model input), che
 against the model's input shapes: every problem is one clear UsageError.
 """
 
+import hashlib
 import os
 
 import numpy as np
@@ -171,3 +172,20 @@ def subsample(array, samples, seed):
 def concatenated(batches):
     """The batches joined into one list of arrays (one per input)."""
     return [np.concatenate([b[i] for b in batches]) for i in range(len(batches[0]))]
+
+
+def _sample_digests(batches):
+    """One digest per sample of `batches`: the bytes of its values in every input."""
+    for batch in batches:
+        for row in range(len(batch[0])):
+            digest = hashlib.blake2b(digest_size=16)
+            for array in batch:
+                digest.update(np.ascontiguousarray(array[row]).tobytes())
+            yield digest.digest()
+
+
+def samples_in_common(batches, others):
+    """How many samples of `others` are, value for value, also samples of `batches`
+    (both lists of batches as `input_batches` makes them)."""
+    seen = set(_sample_digests(batches))
+    return sum(digest in seen for digest in _sample_digests(others))

@@ -82,6 +82,7 @@ class Fidelity:
     top1_agreement: float = None  # for classifiers: share of samples with the same argmax
     samples: int = 0
     source: str = "probe"
+    also_calibration: int = 0  # how many of these samples were calibration samples too
 
     @property
     def relative(self):
@@ -91,7 +92,7 @@ class Fidelity:
         return {"max_abs_deviation": self.max_abs, "mean_abs_deviation": self.mean_abs,
                 "relative_max_deviation": self.relative, "output_scale": self.scale,
                 "top1_agreement": self.top1_agreement, "samples": self.samples,
-                "source": self.source}
+                "source": self.source, "also_calibration_samples": self.also_calibration}
 
 
 def is_classifier_output(output):

@@ -130,7 +130,8 @@ def test_fidelity_numbers():
     assert fidelity.samples == 2 and fidelity.source == "probe"
     assert fidelity.to_dict() == {  # the report's JSON
         "max_abs_deviation": 1.0, "mean_abs_deviation": 0.375, "relative_max_deviation": 0.25,
-        "output_scale": 4.0, "top1_agreement": 1.0, "samples": 2, "source": "probe"}
+        "output_scale": 4.0, "top1_agreement": 1.0, "samples": 2, "source": "probe",
+        "also_calibration_samples": 0}
     broken = compare(old, [np.array([[np.nan, 0.0], [0.0, 0.0]])], source="user")
     assert broken.max_abs == broken.mean_abs == broken.relative == float("inf")
     assert broken.samples == 2 and broken.source == "user" and broken.top1_agreement is None

@@ -30,7 +30,32 @@ def test_calibration_improves_every_inexact_target(trained, target):
                 < 0.5 * mean_deviation(model, copied.model, held_out))
         assert calibrated.report.fidelity.top1_agreement >= 0.9
     assert calibrated.report.fidelity.source == "eval"
+    assert calibrated.report.fidelity.also_calibration == 0
     assert calibrated.report.calibration["sites_calibrated"] == len(calibrated.report.swapped)
+
+
+def test_the_report_says_how_many_eval_samples_were_calibration_samples(trained):
+    """Fidelity measured on calibration samples flatters the conversion: counted, said."""
+    from rich.console import Console
+
+    from normswap.report import render
+
+    model, calibration, held_out = trained
+    evaluation = np.concatenate([held_out[:20], calibration[5:12]])
+    result = normswap.convert(model, "groupnorm", calibration_data=calibration,
+                              eval_data=evaluation)
+    fidelity = result.report.fidelity
+    assert (fidelity.source, fidelity.samples, fidelity.also_calibration) == ("eval", 27, 7)
+    assert result.report.to_dict()["fidelity"]["also_calibration_samples"] == 7
+    console = Console(record=True, width=200)
+    render(result.report, console)
+    assert ("Note: 7 of the 27 eval samples were calibration samples too"
+            in console.export_text())
+    held_out_only = normswap.convert(model, "groupnorm", calibration_data=calibration,
+                                     eval_data=held_out[:20])
+    console = Console(record=True, width=200)
+    render(held_out_only.report, console)
+    assert "Note:" not in console.export_text()
 
 
 @pytest.mark.parametrize("target", ["frozenbn", "batchrenorm", "fold", "switchnorm"])
