@@ -204,6 +204,18 @@ def folded_producer(site):
     return folded
 
 
+def regularization_notes(producer, folded):
+    """A note when the producer's weight regularizers (kernel, bias) penalize the folded
+    weights differently: they stay at the same coefficient but now weigh W·γ/√(v+ε) and
+    the folded bias, so fine-tuning regularizes by another amount (empty otherwise)."""
+    before, after = (float(sum(np.sum(keras.ops.convert_to_numpy(loss))
+                               for loss in layer.losses)) for layer in (producer, folded))
+    if before == after:
+        return []
+    return [f"regularization penalty of '{producer.name}' {before:.3g} → {after:.3g} "
+            "(same coefficients, folded weights)"]
+
+
 def start_from_bn_output(site, new_layer, fold):
     """The carry of layers that never subtract a mean (FRN, EvoNorm-S0).
 
@@ -213,6 +225,8 @@ def start_from_bn_output(site, new_layer, fold):
     notes).
     """
     if fold:
-        return ({site.producer: folded_producer(site)}, list(ALL_STATISTICS),
-                [f"BN affine folded into '{site.producer.name}'"])
+        folded = folded_producer(site)
+        return ({site.producer: folded}, list(ALL_STATISTICS),
+                [f"BN affine folded into '{site.producer.name}'"]
+                + regularization_notes(site.producer, folded))
     return {}, carry_affine(site, new_layer), []

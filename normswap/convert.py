@@ -97,6 +97,8 @@ def convert(model, target, *, only=None, skip=None, exact=False, ws=False,
             shift image samples, 8× as many, default True).
         distill_steps: fine-tune the new model this many steps to match the original's
             outputs on the calibration samples (`distill_options`: see calibration/distill.py).
+            An exact conversion already reproduces them and is left as it is (the report
+            says distillation was skipped).
         eval_data: samples the end-to-end fidelity is measured on (default: the calibration
             samples, else a generated probe batch; the report says which, and how many of
             the eval samples were calibration samples too).
@@ -136,6 +138,7 @@ def convert(model, target, *, only=None, skip=None, exact=False, ws=False,
     edits = {id(old): new for r in replacements.values() for old, new in r.layers.items()}
     new_model, layer_map = rebuild(model, edits)
     calibration = fits = distillation = None
+    exact_so_far = all(sp.exact for sp in the_plan.swapped) and not recalibrate_stats
     if calibration_batches is not None:
         from normswap.calibration.calibrate import calibrate
 
@@ -149,11 +152,12 @@ def convert(model, target, *, only=None, skip=None, exact=False, ws=False,
             model, layer_map, the_plan.swapped, fit_batches, progress=_progress(progress),
             reconstruct=None if options is None else ReconstructOptions(**options))
         calibration["recalibrated_stats"] = restated
-        if distill_steps:
+        if distill_steps and not exact_so_far:
             distillation = _distill(model, new_model, the_plan, layer_map, calibration_batches,
                                     distill_steps, progress, dict(distill_options or {}))
-    is_exact = (all(sp.exact for sp in the_plan.swapped) and not recalibrate_stats
-                and not distill_steps)
+        elif distill_steps:
+            distillation = {"steps": 0, "skipped": DISTILLATION_OF_EXACT}
+    is_exact = exact_so_far and not (distillation and distillation["steps"])
     samples = eval_batches or calibration_batches
     if is_exact or not samples:
         verification = functools.partial(verify_models, model, new_model, probe,
@@ -177,6 +181,11 @@ def convert(model, target, *, only=None, skip=None, exact=False, ws=False,
                           fidelity=fidelity, fits=fits, calibration=calibration,
                           distillation=distillation)
     return Conversion(model=new_model, report=report, output=written)
+
+
+DISTILLATION_OF_EXACT = ("the conversion is exact: the new model already reproduces the "
+                         "original, and training it towards its outputs could only move it "
+                         "away")
 
 
 def _reconstruct_options(reconstruct, options):

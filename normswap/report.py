@@ -180,7 +180,10 @@ def render(report, console=None):
         console.print(f"Reconstructed {len(blocks)} blocks: held-out R² {before:.3f} → "
                       f"{after:.3f} on average; {improved} improved, "
                       f"{len(blocks) - improved} kept as calibrated.", soft_wrap=True)
-    if report.distillation:
+    if report.distillation and report.distillation.get("skipped"):
+        console.print(f"Distillation skipped: {report.distillation['skipped']}.",
+                      soft_wrap=True)
+    elif report.distillation:
         d = report.distillation
         console.print(f"Distilled {d['steps']} steps ({', '.join(d['loss_kinds'])}): "
                       f"loss {d['first_loss']:.4g} → {d['last_loss']:.4g}.", soft_wrap=True)

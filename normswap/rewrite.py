@@ -115,17 +115,21 @@ _FAST_BACKENDS = ("tensorflow", "jax")
 
 
 def _value_copy(variable):
-    """A backend tensor holding `variable`'s value, for a new variable to start from.
+    """A backend tensor holding a copy of `variable`'s value, for a new variable to start
+    from.
 
     TensorFlow: a read of the variable. A new variable may share its buffer, but TensorFlow
     buffers are copy-on-write (an update to either variable copies a shared buffer first),
-    so the two stay independent. JAX: the array itself (immutable).
+    so the two stay independent. JAX: a copy in a new buffer. JAX arrays are immutable, but
+    Keras's JAX trainer donates the buffers of the model it trains to the compiled step,
+    which deletes them: a buffer shared with the original model would leave the original
+    with deleted weights once the new model is trained (by `fit`, or by reconstruction).
     """
     if keras.backend.backend() == "tensorflow":
         import tensorflow as tf
 
         return tf.identity(variable.value)
-    return variable.value
+    return keras.ops.copy(variable.value)
 
 
 def _build_from_values(original, clone):
@@ -167,7 +171,7 @@ def _build_from_values(original, clone):
                 variable._initializer = None
                 variable._initialize(_value_copy(source))
             else:  # made outside the stateless build (e.g. in __init__): assign
-                variable.assign(source.value)
+                variable.assign(_value_copy(source))
     except Exception:  # noqa: BLE001 - a Keras whose variables work otherwise
         return False
     return all(getattr(v, "_value", None) is not None for v in new_weights)

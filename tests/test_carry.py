@@ -232,3 +232,30 @@ def test_channels_first_folds_unless_the_last_axis_has_as_many_entries_as_channe
         assert reason.endswith("(a Keras bug): a folded bias would land there")
     result = normswap.convert(model, "fold")
     assert relative_gap(model, result.model, probe_batch(model)) <= 1e-5
+
+
+@pytest.mark.parametrize("target", ["fold", "frn"])
+def test_folding_says_how_the_producers_regularization_penalty_changed(target):
+    """The regularizers stay at their coefficients but weigh the folded weights: the note
+    gives both penalties, computed here from the BN's numbers in NumPy."""
+    inputs = keras.Input((6, 6, 3))
+    conv = keras.layers.Conv2D(4, 3, name="conv", kernel_regularizer=keras.regularizers.L2(0.1),
+                               bias_regularizer=keras.regularizers.L1(0.2))
+    x = keras.layers.ReLU()(keras.layers.BatchNormalization(name="bn")(conv(inputs)))
+    model = randomize_biases(randomize_bn(keras.Model(inputs, x), seed=4), seed=4)
+    gamma, beta, mean, variance = (w.astype(np.float64) for w in
+                                   model.get_layer("bn").get_weights())
+    scale = gamma / np.sqrt(variance + 1e-3)
+    kernel, bias = (w.astype(np.float64) for w in conv.get_weights())
+    before = 0.1 * np.sum(kernel ** 2) + 0.2 * np.sum(np.abs(bias))
+    after = (0.1 * np.sum((kernel * scale) ** 2)
+             + 0.2 * np.sum(np.abs((bias - mean) * scale + beta)))
+    assert abs(after - before) > 0.01 * before
+    [row] = normswap.convert(model, target).report.swapped
+    [note] = [n for n in row.notes if n.startswith("regularization penalty")]
+    assert note == (f"regularization penalty of 'conv' {before:.3g} → {after:.3g} "
+                    "(same coefficients, folded weights)")
+    plain = randomize_bn(keras.Model(inputs, keras.layers.BatchNormalization()(
+        keras.layers.Conv2D(4, 3)(inputs))), seed=4)
+    [row] = normswap.convert(plain, target).report.swapped
+    assert not [n for n in row.notes if n.startswith("regularization")]

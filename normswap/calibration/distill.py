@@ -8,7 +8,11 @@ softmax), mean squared error otherwise. Defaults: Adam, learning rate 1e-4 decay
 along a cosine over the steps, batches of 32 samples drawn with a fixed seed.
 
 The student is trained through a wrapper model that shares its layers, so the returned
-student is not left compiled with an optimizer attached (its saved file stays small).
+student is not left compiled with an optimizer attached (its saved file stays small). The
+objective is the teacher's outputs alone: the student's own regularization losses (a
+`kernel_regularizer`, `add_loss` terms) are left out. They belong to the task it was
+trained on, and a conversion can change what they measure: folding a BN into a conv
+scales the kernel its L2 penalty weighs.
 """
 
 import keras
@@ -72,8 +76,8 @@ def distill(teacher, student, batches, steps, *, learning_rate=DEFAULT_LEARNING_
         weights += [1.0 / (len(site_pairs) * max(float(np.var(np.asarray(t))), 1e-12))
                     for t in first]
         losses += [keras.losses.MeanSquaredError() for _ in site_pairs]
-    trainer = keras.Model(student.inputs, student.outputs + [s for _, s in site_pairs],
-                          name=f"{student.name}_distill")
+    trainer = _Trainer(student.inputs, student.outputs + [s for _, s in site_pairs],
+                       name=f"{student.name}_distill")
     schedule = keras.optimizers.schedules.CosineDecay(learning_rate, decay_steps=steps)
     trainer.compile(optimizer=keras.optimizers.Adam(schedule),
                     loss=losses if len(losses) > 1 else losses[0],
@@ -98,6 +102,14 @@ def distill(teacher, student, batches, steps, *, learning_rate=DEFAULT_LEARNING_
     return {"steps": int(steps), "loss_kinds": kinds, "learning_rate": learning_rate,
             "batch_size": min(batch_size, count), "sites_matched": len(site_pairs),
             "first_loss": losses_seen.first, "last_loss": losses_seen.last}
+
+
+class _Trainer(keras.Model):
+    """The student's graph as a model to train, without the student's own losses."""
+
+    @property
+    def losses(self):
+        return []
 
 
 class _Losses(keras.callbacks.Callback):

@@ -7,7 +7,12 @@ folding a conv whose output also takes another path would corrupt that path
 (`carry.foldable_reason`). Other sites fall back to `frozenbn`.
 """
 
-from normswap.carry import ALL_STATISTICS, foldable_reason, folded_producer
+from normswap.carry import (
+    ALL_STATISTICS,
+    foldable_reason,
+    folded_producer,
+    regularization_notes,
+)
 from normswap.targets import register
 from normswap.targets.base import IDENTITY, Replacement, Skip, Target
 
@@ -26,9 +31,11 @@ class Fold(Target):
 
     def replace(self, site, params):
         producer = site.producer
+        folded = folded_producer(site)
         return Replacement(
-            layers={site.layer: IDENTITY, producer: folded_producer(site)},
+            layers={site.layer: IDENTITY, producer: folded},
             carried=list(ALL_STATISTICS),
             notes=[f"folded into '{producer.name}'"
-                   + ("" if producer.use_bias else " (bias added)")],
+                   + ("" if producer.use_bias else " (bias added)")]
+            + regularization_notes(producer, folded),
         )
