@@ -6,6 +6,7 @@ import click
 
 from normswap.cli._common import cli, load, model_source_options, stdout, step
 from normswap.defaults import BATCH_SIZE
+from normswap.errors import NothingToConvertError
 
 
 @cli.command("restat")
@@ -47,6 +48,8 @@ def restat_command(model, data_file, data_key, output, batch_size, samples, only
     with step("Re-estimating statistics", as_json):
         summary = recompute_statistics(loaded, samples_array, batch_size=batch_size,
                                        samples=samples, layers=list(only) or None)
+    if not summary["layers"]:
+        raise NothingToConvertError(_nothing_estimated(loaded, only, summary["left_alone"]))
     with step(f"Saving {output}", as_json):
         written = save_model(loaded, output, force=force, protected=protected)
     if as_json:
@@ -57,3 +60,15 @@ def restat_command(model, data_file, data_key, output, batch_size, samples, only
     for name, reason in summary["left_alone"].items():
         stdout.print(f"  left '{name}' as it was: {reason}", soft_wrap=True)
     stdout.print(f"Wrote {written}")
+
+
+def _nothing_estimated(model, only, left_alone):
+    """Why no layer was re-estimated, for a one-line error (nothing is written)."""
+    if left_alone:
+        reasons = "; ".join(f"'{name}': {why}" for name, why in left_alone.items())
+        return (f"Nothing to re-estimate in '{model.name}': every batch-dependent layer "
+                f"selected is left as it was ({reasons}). Nothing was written.")
+    selection = f" matching {', '.join(only)}" if only else ""
+    return (f"No BatchNormalization, BatchRenormalization, SwitchNormalization, "
+            f"BatchLayerNormalization or EvoNormB0{selection} in '{model.name}': nothing to "
+            "re-estimate. Nothing was written.")

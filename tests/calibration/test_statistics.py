@@ -135,3 +135,31 @@ def test_nested_models_and_the_command(tmp_path, capsys):
                    "-o", str(tmp_path / "x.keras")])
     assert status == 2 and len(capsys.readouterr().err.strip().splitlines()) == 1
     assert not (tmp_path / "x.keras").exists()
+
+
+def test_the_command_writes_nothing_when_there_is_nothing_to_re_estimate(tmp_path, capsys):
+    from normswap.cli import main
+
+    inputs = keras.Input((5, 5, 3))
+    frozen = keras.layers.BatchNormalization(name="frozen")
+    frozen.trainable = False
+    cases = {"plain": keras.Model(inputs, keras.layers.GroupNormalization(3)(inputs)),
+             "frozen": keras.Model(inputs, frozen(inputs))}
+    np.savez(tmp_path / "data.npz", x=RNG.normal(size=(8, 5, 5, 3)).astype("float32"))
+    expected = {
+        ("plain", ()): "No BatchNormalization, BatchRenormalization, SwitchNormalization, "
+                       "BatchLayerNormalization or EvoNormB0 in ",
+        ("frozen", ("--only", "bn*")): "SwitchNormalization, BatchLayerNormalization or "
+                                       "EvoNormB0 matching bn* in ",
+        ("frozen", ()): "every batch-dependent layer selected is left as it was ('frozen': "
+                        "frozen (trainable=False))",
+    }
+    for (name, extra), message in expected.items():
+        source, out = tmp_path / f"{name}.keras", tmp_path / "out.keras"
+        cases[name].save(source)
+        status = main(["restat", str(source), "--data", str(tmp_path / "data.npz"),
+                       "-o", str(out), *extra])
+        error = capsys.readouterr().err.strip()
+        assert status == 1 and len(error.splitlines()) == 1, error
+        assert message in error and error.endswith("Nothing was written.")
+        assert not out.exists()
