@@ -1,7 +1,8 @@
 """Unlabelled input samples for calibration, distillation and evaluation.
 
 Accepted: a NumPy array (one input), a tuple/list of arrays (several inputs), a
-`tf.data.Dataset`, or any iterable of batches (each an array or a tuple of arrays). They
+`tf.data.Dataset`, or any iterable of batches (each an array or a tuple of arrays); labelled
+data as Keras's `fit` takes it, (x, y) or (x, y, sample_weight), gives its x. They
 become a list of batches, each a list of float arrays (one per model input), checked
 against the model's input shapes: every problem is one clear UsageError.
 """
@@ -68,7 +69,33 @@ def _iterate(data):
     yield from iterator
 
 
+def _without_labels(batch, inputs):
+    """The inputs of a batch given as Keras's (x, y) or (x, y, sample_weight), as `fit`
+    takes them (a labelled tf.data.Dataset, say): x. The labels and weights are not used.
+    A batch is such a pair or triple when its first element is one input array where the
+    model has one input, or a tuple/list of one array per input where it has several."""
+    if not isinstance(batch, (tuple, list)) or len(batch) not in (2, 3):
+        return batch
+    first = batch[0]
+    nested = isinstance(first, (tuple, list))
+    if inputs == 1 and not nested:
+        return first
+    if inputs > 1 and nested and len(first) == inputs:
+        return first
+    return batch
+
+
+def _is_labelled_arrays(data, inputs):
+    """Whether `data` is ((x1, …, xn), y) or ((x1, …, xn), y, sample_weight) of NumPy
+    arrays for a model of n > 1 inputs (with one input, (x, y) is one batch of arrays,
+    which `_without_labels` reads)."""
+    return (inputs > 1 and isinstance(data, (tuple, list)) and len(data) in (2, 3)
+            and isinstance(data[0], (tuple, list)) and len(data[0]) == inputs
+            and all(isinstance(a, np.ndarray) for a in (*data[0], *data[1:])))
+
+
 def _as_arrays(batch, model, what):
+    batch = _without_labels(batch, len(model.inputs))
     arrays = list(batch) if isinstance(batch, (tuple, list)) else [batch]
     if len(arrays) != len(model.inputs):
         raise UsageError(f"{what}: a batch has {len(arrays)} array(s) but the model has "
@@ -98,6 +125,8 @@ def input_batches(model, data, *, samples=None, batch_size=BATCH_SIZE, what="sam
     Batches are taken in order; a single array is cut into batches of `batch_size`.
     """
     batches, total = [], 0
+    if _is_labelled_arrays(data, len(model.inputs)):
+        data = data[0]
     for batch in _iterate(data):
         arrays = _as_arrays(batch, model, what)
         for start in range(0, len(arrays[0]), batch_size):

@@ -19,3 +19,34 @@ def test_samples_in_common_counts_value_equal_samples_across_batches_and_inputs(
     copies = [[images[5:6].copy(), extras[5:6].copy()]] * 3  # each copy counts
     assert samples_in_common(calibration, copies) == 3
     assert samples_in_common([[images[:3]]], [[images[3:]]]) == 0
+
+
+def test_labelled_batches_give_their_inputs_as_keras_fit_takes_them():
+    import keras
+    import pytest
+    import tensorflow as tf
+
+    import normswap
+    from normswap.samples import input_batches
+
+    rng = np.random.default_rng(1)
+    x = rng.normal(size=(10, 3)).astype("float32")
+    labels, weights = rng.integers(0, 2, size=10), rng.random(10)
+    one = keras.Model(i := keras.Input((3,)), keras.layers.Dense(2)(i))
+    for data in [(x, labels), (x, labels, weights), [x, labels],
+                 tf.data.Dataset.from_tensor_slices((x, labels)).batch(4)]:
+        [got] = [np.concatenate([b[0] for b in input_batches(one, data)])]
+        np.testing.assert_array_equal(got, x)
+    a, b = keras.Input((3,)), keras.Input((2,))
+    two = keras.Model([a, b], keras.layers.Concatenate()([a, b]))
+    second = rng.normal(size=(10, 2)).astype("float32")
+    for data in [(x, second), ((x, second), labels), ([x, second], labels, weights)]:
+        [[first, other]] = input_batches(two, data, batch_size=10)
+        np.testing.assert_array_equal(first, x)
+        np.testing.assert_array_equal(other, second)
+    three = keras.Model([a, b, c := keras.Input((1,))],
+                        keras.layers.Concatenate()([a, b, c]))
+    with pytest.raises(normswap.UsageError, match="a batch has 2 array"):
+        input_batches(three, ((x, second), labels))
+    with pytest.raises(normswap.UsageError, match="do not fit the model input"):
+        input_batches(one, (labels.astype("float32")[:, None], x))  # not x first: refused
