@@ -152,6 +152,7 @@ def convert(model, target, *, only=None, skip=None, exact=False, ws=False,
             model, layer_map, the_plan.swapped, fit_batches, progress=_progress(progress),
             reconstruct=None if options is None else ReconstructOptions(**options))
         calibration["recalibrated_stats"] = restated
+        calibration["samples_given"] = int(sum(len(b[0]) for b in calibration_batches))
         if distill_steps and not exact_so_far:
             distillation = _distill(model, new_model, the_plan, layer_map, calibration_batches,
                                     distill_steps, progress, dict(distill_options or {}))

@@ -168,7 +168,10 @@ def render(report, console=None):
         f"parameters {report.params_before:,} → {report.params_after:,}.", soft_wrap=True)
     if report.calibration:
         c = report.calibration
-        console.print(f"Calibrated {c['sites_calibrated']} sites on {c['samples']} samples in "
+        given = c.get("samples_given", c["samples"])
+        samples = (f"{given} samples" if given == c["samples"] else
+                   f"{given} samples ({c['samples']} with mirrored and shifted copies)")
+        console.print(f"Calibrated {c['sites_calibrated']} sites on {samples} in "
                       f"one pass ({c['layer_calls']} layer calls)"
                       + ("; moving statistics re-estimated" if c["recalibrated_stats"] else "")
                       + ".", soft_wrap=True)

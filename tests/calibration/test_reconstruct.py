@@ -114,3 +114,24 @@ def test_reconstruction_options_and_data_are_checked():
     with pytest.raises(normswap.UsageError, match="Unknown reconstruct option"):
         normswap.convert(small_cnn(), "groupnorm", calibration_data=samples, reconstruct=True,
                          reconstruct_options={"stpes": 3})
+
+
+def test_the_report_counts_the_samples_given_and_their_augmented_copies(trained):
+    from rich.console import Console
+
+    from normswap.report import render
+
+    model, calibration, _ = trained
+    texts = {}
+    for reconstruct in (True, False):
+        result = normswap.convert(
+            model, "groupnorm", calibration_data=calibration[:24], reconstruct=reconstruct,
+            reconstruct_options={"steps": 1} if reconstruct else None)
+        summary = result.report.calibration
+        assert summary["samples_given"] == 24
+        assert summary["samples"] == (8 * 24 if reconstruct else 24)
+        console = Console(record=True, width=300)
+        render(result.report, console)
+        texts[reconstruct] = console.export_text()
+    assert "on 24 samples (192 with mirrored and shifted copies) in one pass" in texts[True]
+    assert "on 24 samples in one pass" in texts[False]
