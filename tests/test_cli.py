@@ -101,6 +101,23 @@ def test_inspect_json_lists_every_site(resnet8):
     sites = json.loads(result.stdout)["sites"]
     assert len(sites) == 7
     assert sites[0]["producer_kind"] == "Conv2D" and sites[0]["relu_after"]
+    assert json.loads(result.stdout)["other_normalizations"] == {}
+
+
+def test_inspect_counts_the_normalization_layers_a_converted_model_holds(capsys, tmp_path):
+    from tests.models import small_cnn
+
+    path = tmp_path / "switch.keras"
+    normswap.convert(small_cnn(), "switchnorm", output=path)
+    result = run_here(capsys, "inspect", str(path))
+    assert result.returncode == 0
+    assert "small_cnn: 0 BatchNormalization sites" in result.stdout
+    assert "Other normalization layers: 4 SwitchNormalization" in result.stdout
+    path = tmp_path / "mixed.keras"
+    normswap.convert(small_cnn(), "fold", output=path, only=["b1_*", "post_add_bn"])
+    result = run_here(capsys, "inspect", str(path), "--json")
+    assert json.loads(result.stdout)["other_normalizations"] == {"ChannelAffine": 1}
+    assert len(json.loads(result.stdout)["sites"]) == 2
 
 
 def test_targets_lists_every_registered_target(capsys):

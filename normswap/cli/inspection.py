@@ -40,9 +40,11 @@ def inspect_command(model, as_json, graph_file, target, weights, custom_objects,
     if graph_file:
         _draw(loaded, graph, graph_file, target)
     notes = load_notes(loaded)
+    others = other_normalizations(loaded)
     if as_json:
         payload = {"model": loaded.name, "params": loaded.count_params(),
                    "sites": [s.to_dict() for s in sites],
+                   "other_normalizations": others,
                    "load_notes": [n.to_dict() for n in notes]}
         click.echo(json.dumps(payload, indent=2, default=str))
         return
@@ -57,10 +59,35 @@ def inspect_command(model, as_json, graph_file, target, weights, custom_objects,
                       producer, ", ".join(c.name for c in s.consumers) or "output",
                       "relu" if s.relu is not None else "")
     stdout.print(table)
+    if others:
+        stdout.print("Other normalization layers: " + ", ".join(
+            f"{count} {name}" for name, count in others.items()), soft_wrap=True)
     for note in notes:  # Keras 2 library layers the loader mapped (saving/seeds/)
         stdout.print(str(note), highlight=False, markup=False, soft_wrap=True)
     if graph_file:
         stdout.print(f"Wrote the graph to {graph_file}")
+
+
+def other_normalizations(model):
+    """{class name: count} of the model's normalization layers other than
+    BatchNormalization (nested models included): what a converted model holds instead."""
+    import keras
+
+    from normswap import layers
+
+    kinds = (keras.layers.LayerNormalization, keras.layers.GroupNormalization,
+             keras.layers.UnitNormalization, layers.BatchLayerNormalization,
+             layers.BatchRenormalization, layers.ChannelAffine, layers.EvoNormB0,
+             layers.EvoNormS0, layers.FilterResponseNormalization,
+             layers.Keras2BatchLayerNormalization, layers.Keras2GroupNormalization,
+             layers.Keras2InstanceNormalization, layers.Keras2SwitchNormalization,
+             layers.SwitchNormalization)
+    counts = {}
+    for layer in model._flatten_layers(include_self=False, recursive=True):
+        if isinstance(layer, kinds):
+            name = type(layer).__name__
+            counts[name] = counts.get(name, 0) + 1
+    return dict(sorted(counts.items()))
 
 
 def _draw(model, graph, path, target):
