@@ -258,3 +258,25 @@ def test_cli_reconstruction(tmp_path, capsys, trained):
                    "--reconstruct"])
     err = capsys.readouterr().err.strip().splitlines()
     assert status == 2 and len(err) == 1 and "--calibrate" in err[0]
+
+
+@pytest.mark.parametrize("command, place", [
+    (("{model}", "--to", "fold", "-o", "{out}", "--report-file", "{side}"), "the report"),
+    (("inspect", "{model}", "--graph", "{side}"), "the graph"),
+])
+def test_a_side_file_that_cannot_be_written_fails_before_any_work(capsys, resnet8, tmp_path,
+                                                                 command, place):
+    """A report or graph path in a missing directory, or naming the model itself, is refused
+    at once: before, the model was converted and written, then the report failed with an
+    'unexpected FileNotFoundError'."""
+    out = tmp_path / "out.keras"
+    for side, phrase in [(tmp_path / "missing" / "side.dot", "does not exist"),
+                         (resnet8, "over the model"), (tmp_path, "is a directory")]:
+        before = digest(resnet8)
+        args = [a.format(model=resnet8, out=out, side=side) for a in command]
+        result = run_here(capsys, *args)
+        assert result.returncode == 2
+        line = one_error_line(result)
+        assert phrase in line, line
+        assert place in line or phrase == "is a directory"  # that one is click's own check
+        assert not out.exists() and digest(resnet8) == before

@@ -61,3 +61,17 @@ def test_commands_write_pictures_or_say_why_not(tmp_path, capsys, trained):
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "nothing to plot" in err[0]
     assert main(["inspect", str(source), "--graph", str(tmp_path / "g.gif")]) == 2
+
+
+def test_plot_refuses_an_output_it_cannot_write_before_loading(tmp_path, capsys):
+    pytest.importorskip("matplotlib")
+    from normswap.cli import main
+
+    model = tmp_path / "m.keras"
+    model.write_bytes(b"not read: the output is checked first")
+    for output, phrase in [(tmp_path / "missing" / "p.png", "does not exist"),
+                           (model, "over the model")]:
+        assert main(["plot", str(model), "-o", str(output)]) == 2
+        error = capsys.readouterr().err.strip()
+        assert len(error.splitlines()) == 1 and "the picture" in error and phrase in error
+    assert model.read_bytes() == b"not read: the output is checked first"

@@ -33,6 +33,10 @@ def inspect_command(model, as_json, graph_file, target, weights, custom_objects,
 
     if target and not graph_file:
         raise click.UsageError("--to goes with --graph (to convert: normswap MODEL --to ...)")
+    if graph_file:
+        from normswap.saving.paths import check_side_output
+
+        check_side_output(graph_file, "the graph", protected=(model,))
     with step(f"Loading {model}", as_json):
         loaded = load(model, weights, custom_objects, unsafe, group_norm_seed)
     graph = build_graph(loaded)

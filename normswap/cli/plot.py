@@ -20,8 +20,10 @@ def plot_command(model, output, report_file, weights, custom_objects, unsafe, de
     (pip install 'normswap[plot]')."""
     from normswap.pictures import pyplot
     from normswap.pictures.plots import plot, read_report
+    from normswap.saving.paths import check_side_output
 
     pyplot()  # a missing matplotlib fails before anything is loaded
+    check_side_output(output, "the picture", protected=(model, report_file))
     report = read_report(report_file) if report_file else None
     with step(f"Loading {model}"):
         loaded = load(model, weights, custom_objects, unsafe)

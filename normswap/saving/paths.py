@@ -129,3 +129,24 @@ def same_file(a, b):
     except OSError:
         pass
     return a.resolve() == b.resolve()
+
+
+def check_side_output(path, what, protected=()):
+    """The path of a report, picture or graph normswap will write, or the UsageError that
+    writing it would end in, checked before any long work: its directory exists and is
+    writable, it is not a directory, and it is none of `protected` (the model read or
+    written). An existing file there is replaced."""
+    path = Path(path)
+    if path.is_dir():
+        raise UsageError(f"{what} {path} is a directory; give the path of a file")
+    directory = path.parent
+    if not directory.is_dir():
+        raise UsageError(f"{what} {path}: the directory {directory} does not exist; create it "
+                         "first")
+    for other in protected:
+        if other is not None and same_file(path, Path(other)):
+            raise UsageError(f"refusing to write {what} {path} over the model {other}; choose "
+                             "another path")
+    if not os.access(directory, os.W_OK | os.X_OK):
+        raise UsageError(f"{what} {path}: the directory {directory} is not writable")
+    return path
