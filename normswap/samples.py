@@ -72,17 +72,30 @@ def _iterate(data):
 def _without_labels(batch, inputs):
     """The inputs of a batch given as Keras's (x, y) or (x, y, sample_weight), as `fit`
     takes them (a labelled tf.data.Dataset, say): x. The labels and weights are not used.
-    A batch is such a pair or triple when its first element is one input array where the
-    model has one input, or a tuple/list of one array per input where it has several."""
+
+    `inputs`: the model's input tensors. A batch is such a pair or triple when its first
+    element is a tuple/list of one array per input (several inputs), or, with one input,
+    when it is one array and the second element could not be an input batch (labels are
+    shaped otherwise). Two arrays shaped like the input stay as they are — two batches, or
+    an autoencoder's (x, x)? — and are refused by the caller as too many arrays.
+    """
     if not isinstance(batch, (tuple, list)) or len(batch) not in (2, 3):
         return batch
     first = batch[0]
     nested = isinstance(first, (tuple, list))
-    if inputs == 1 and not nested:
-        return first
-    if inputs > 1 and nested and len(first) == inputs:
-        return first
-    return batch
+    if len(inputs) > 1:
+        return first if nested and len(first) == len(inputs) else batch
+    if nested or _fits(batch[1], inputs[0]):
+        return batch
+    return first
+
+
+def _fits(array, tensor):
+    """Whether `array` is shaped like a batch of `tensor`'s samples."""
+    shape = np.shape(array)
+    expected = tuple(tensor.shape[1:])
+    return len(shape) == len(expected) + 1 and all(
+        e is None or e == a for e, a in zip(expected, shape[1:]))
 
 
 def _is_labelled_arrays(data, inputs):
@@ -95,21 +108,22 @@ def _is_labelled_arrays(data, inputs):
 
 
 def _as_arrays(batch, model, what):
-    batch = _without_labels(batch, len(model.inputs))
+    batch = _without_labels(batch, model.inputs)
     arrays = list(batch) if isinstance(batch, (tuple, list)) else [batch]
     if len(arrays) != len(model.inputs):
+        hint = (" (labelled data whose labels are shaped like the inputs, such as an "
+                "autoencoder's (x, x): give x alone)"
+                if len(model.inputs) == 1 and len(arrays) in (2, 3) else "")
         raise UsageError(f"{what}: a batch has {len(arrays)} array(s) but the model has "
-                         f"{len(model.inputs)} input(s).")
+                         f"{len(model.inputs)} input(s){hint}.")
     checked = []
     for array, tensor in zip(arrays, model.inputs):
         array = np.asarray(array)
         if array.dtype.kind not in "biuf":
             raise UsageError(f"{what}: expected numbers, got an array of dtype {array.dtype}.")
-        expected = tuple(tensor.shape[1:])
-        if array.ndim != len(expected) + 1 or any(
-                e is not None and e != a for e, a in zip(expected, array.shape[1:])):
+        if not _fits(array, tensor):
             raise UsageError(f"{what}: samples of shape {array.shape[1:]} do not fit the model "
-                             f"input '{tensor.name}' of shape {expected}.")
+                             f"input '{tensor.name}' of shape {tuple(tensor.shape[1:])}.")
         array = array.astype(np.float32) if array.dtype.kind in "biu" else array
         if not np.all(np.isfinite(array)):
             raise UsageError(f"{what}: the samples contain NaN or infinite values.")

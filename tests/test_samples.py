@@ -49,4 +49,9 @@ def test_labelled_batches_give_their_inputs_as_keras_fit_takes_them():
     with pytest.raises(normswap.UsageError, match="a batch has 2 array"):
         input_batches(three, ((x, second), labels))
     with pytest.raises(normswap.UsageError, match="do not fit the model input"):
-        input_batches(one, (labels.astype("float32")[:, None], x))  # not x first: refused
+        input_batches(one, (labels.astype("float32")[:, None], labels))  # no x: refused
+    # Two arrays shaped like the input: two batches, or an autoencoder's (x, x)? Neither
+    # is guessed (a second batch must not be dropped as labels): refused, with the way out.
+    with pytest.raises(normswap.UsageError, match=r"a batch has 2 array\(s\) but the model "
+                       r"has 1 input\(s\) \(labelled data whose labels are shaped like"):
+        input_batches(one, [x[:5], x[5:]])
