@@ -204,12 +204,19 @@ def folded_producer(site):
     return folded
 
 
+def _weight_penalty(layer):
+    """The sum of the regularization penalties of `layer`'s weights (not `add_loss` or
+    activity terms, which belong to its last call), float."""
+    return float(sum(np.sum(keras.ops.convert_to_numpy(variable.regularizer(variable)))
+                     for variable in layer.weights
+                     if getattr(variable, "regularizer", None) is not None))
+
+
 def regularization_notes(producer, folded):
     """A note when the producer's weight regularizers (kernel, bias) penalize the folded
     weights differently: they stay at the same coefficient but now weigh W·γ/√(v+ε) and
     the folded bias, so fine-tuning regularizes by another amount (empty otherwise)."""
-    before, after = (float(sum(np.sum(keras.ops.convert_to_numpy(loss))
-                               for loss in layer.losses)) for layer in (producer, folded))
+    before, after = (_weight_penalty(layer) for layer in (producer, folded))
     if before == after:
         return []
     return [f"regularization penalty of '{producer.name}' {before:.3g} → {after:.3g} "

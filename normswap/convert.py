@@ -175,7 +175,7 @@ def convert(model, target, *, only=None, skip=None, exact=False, ws=False,
 
         written, fidelity = save_verified(new_model, output, verification, force=force,
                                           protected=protected)
-    if eval_batches and calibration_batches:
+    if fidelity.source == "eval" and calibration_batches:
         fidelity = dataclasses.replace(fidelity, also_calibration=samples_in_common(
             calibration_batches, eval_batches))
     report = build_report(model, new_model, the_plan, replacements, exact=is_exact,

@@ -49,7 +49,7 @@ class Report:
     exact: bool
     fidelity: object = None  # verify.Fidelity of the whole model
     calibration: dict = None  # calibration's summary, when it ran
-    distillation: dict = None  # distillation's summary, when it ran
+    distillation: dict = None  # distillation's summary, when asked for (or why skipped)
 
     @property
     def swapped(self):

@@ -73,38 +73,36 @@ def _without_labels(batch, inputs):
     """The inputs of a batch given as Keras's (x, y) or (x, y, sample_weight), as `fit`
     takes them (a labelled tf.data.Dataset, say): x. The labels and weights are not used.
 
-    `inputs`: the model's input tensors. A batch is such a pair or triple when its first
-    element is a tuple/list of one array per input (several inputs), or, with one input,
-    when it is one array and the second element could not be an input batch (labels are
-    shaped otherwise). Two arrays shaped like the input stay as they are — two batches, or
-    an autoencoder's (x, x)? — and are refused by the caller as too many arrays.
+    `inputs`: the model's input tensors. A tuple/list of 2 or 3 is such a batch when its
+    first element is one batch of the model's inputs (an array shaped like the one input,
+    or a tuple/list of one such array per input) and its second is not (labels: an array,
+    a list or a dict shaped otherwise). Two batches of inputs side by side — or an
+    autoencoder's (x, x)? — stay as they are, and the caller refuses them as too many
+    arrays rather than dropping the second as labels.
     """
-    if not isinstance(batch, (tuple, list)) or len(batch) not in (2, 3):
-        return batch
-    first = batch[0]
-    nested = isinstance(first, (tuple, list))
-    if len(inputs) > 1:
-        return first if nested and len(first) == len(inputs) else batch
-    if nested or _fits(batch[1], inputs[0]):
-        return batch
-    return first
+    if (isinstance(batch, (tuple, list)) and len(batch) in (2, 3)
+            and _is_input_batch(batch[0], inputs) and not _is_input_batch(batch[1], inputs)):
+        return batch[0]
+    return batch
+
+
+def _is_input_batch(value, inputs):
+    """Whether `value` is one batch of the model's inputs: an array shaped like the input,
+    or, for several inputs, a tuple/list of such arrays, one per input."""
+    if len(inputs) == 1:
+        return _fits(value, inputs[0])
+    return (isinstance(value, (tuple, list)) and len(value) == len(inputs)
+            and all(_fits(v, t) for v, t in zip(value, inputs)))
 
 
 def _fits(array, tensor):
-    """Whether `array` is shaped like a batch of `tensor`'s samples."""
-    shape = np.shape(array)
+    """Whether `array` is an array shaped like a batch of `tensor`'s samples."""
+    shape = getattr(array, "shape", None)
+    if shape is None:
+        return False
     expected = tuple(tensor.shape[1:])
     return len(shape) == len(expected) + 1 and all(
-        e is None or e == a for e, a in zip(expected, shape[1:]))
-
-
-def _is_labelled_arrays(data, inputs):
-    """Whether `data` is ((x1, …, xn), y) or ((x1, …, xn), y, sample_weight) of NumPy
-    arrays for a model of n > 1 inputs (with one input, (x, y) is one batch of arrays,
-    which `_without_labels` reads)."""
-    return (inputs > 1 and isinstance(data, (tuple, list)) and len(data) in (2, 3)
-            and isinstance(data[0], (tuple, list)) and len(data[0]) == inputs
-            and all(isinstance(a, np.ndarray) for a in (*data[0], *data[1:])))
+        e is None or e == a for e, a in zip(expected, tuple(shape)[1:]))
 
 
 def _as_arrays(batch, model, what):
@@ -113,7 +111,8 @@ def _as_arrays(batch, model, what):
     if len(arrays) != len(model.inputs):
         hint = (" (labelled data whose labels are shaped like the inputs, such as an "
                 "autoencoder's (x, x): give x alone)"
-                if len(model.inputs) == 1 and len(arrays) in (2, 3) else "")
+                if len(model.inputs) == 1 and len(arrays) in (2, 3)
+                and all(_fits(a, model.inputs[0]) for a in arrays[:2]) else "")
         raise UsageError(f"{what}: a batch has {len(arrays)} array(s) but the model has "
                          f"{len(model.inputs)} input(s){hint}.")
     checked = []
@@ -139,8 +138,7 @@ def input_batches(model, data, *, samples=None, batch_size=BATCH_SIZE, what="sam
     Batches are taken in order; a single array is cut into batches of `batch_size`.
     """
     batches, total = [], 0
-    if _is_labelled_arrays(data, len(model.inputs)):
-        data = data[0]
+    data = _without_labels(data, model.inputs)  # (x, y) as a whole: x
     for batch in _iterate(data):
         arrays = _as_arrays(batch, model, what)
         for start in range(0, len(arrays[0]), batch_size):

@@ -259,3 +259,16 @@ def test_folding_says_how_the_producers_regularization_penalty_changed(target):
         keras.layers.Conv2D(4, 3)(inputs))), seed=4)
     [row] = normswap.convert(plain, target).report.swapped
     assert not [n for n in row.notes if n.startswith("regularization")]
+
+
+def test_activity_regularizers_and_added_losses_are_not_weight_penalties():
+    """A layer's `losses` also hold its last call's activity terms (symbolic after
+    `predict` on TensorFlow): only the weights' regularizers are compared."""
+    inputs = keras.Input((6, 6, 3))
+    conv = keras.layers.Conv2D(4, 3, name="conv", activity_regularizer="l2")
+    model = randomize_bn(keras.Model(inputs, keras.layers.BatchNormalization()(conv(inputs))))
+    model.predict(np.ones((2, 6, 6, 3), "float32"), verbose=0)
+    conv(np.ones((1, 6, 6, 3), "float32"))  # an eager call: a numeric activity loss
+    assert conv.losses
+    [row] = normswap.convert(model, "fold").report.swapped
+    assert not [n for n in row.notes if n.startswith("regularization")]

@@ -271,7 +271,8 @@ def test_a_side_file_that_cannot_be_written_fails_before_any_work(capsys, resnet
     'unexpected FileNotFoundError'."""
     out = tmp_path / "out.keras"
     for side, phrase in [(tmp_path / "missing" / "side.dot", "does not exist"),
-                         (resnet8, "over the model"), (tmp_path, "is a directory")]:
+                         (resnet8, "which this command reads or writes"),
+                         (tmp_path, "is a directory")]:
         before = digest(resnet8)
         args = [a.format(model=resnet8, out=out, side=side) for a in command]
         result = run_here(capsys, *args)
@@ -280,3 +281,20 @@ def test_a_side_file_that_cannot_be_written_fails_before_any_work(capsys, resnet
         assert phrase in line, line
         assert place in line or phrase == "is a directory"  # that one is click's own check
         assert not out.exists() and digest(resnet8) == before
+
+
+def test_the_report_never_overwrites_the_model_written_or_the_data_read(capsys, resnet8,
+                                                                        realmodels, tmp_path):
+    data = tmp_path / "data.npz"
+    shutil.copy(realmodels / "cifar10_test200_mlperftiny_ic01.npz", data)
+    before = digest(data)
+    for args in (["-o", str(tmp_path / "out"), "--report-file", str(tmp_path / "out.keras")],
+                 ["-o", str(tmp_path / "o.keras"), "--calibrate", str(data),
+                  "--report-file", str(data)],
+                 ["-o", str(tmp_path / "o.keras"), "--eval", str(data),
+                  "--report-file", str(data)]):
+        result = run_here(capsys, str(resnet8), "--to", "frn", *args)
+        assert result.returncode == 2
+        assert "which this command reads or writes" in one_error_line(result)
+        assert sorted(p.name for p in tmp_path.iterdir()) == ["data.npz"]
+        assert digest(data) == before

@@ -70,7 +70,7 @@ def test_plot_refuses_an_output_it_cannot_write_before_loading(tmp_path, capsys)
     model = tmp_path / "m.keras"
     model.write_bytes(b"not read: the output is checked first")
     for output, phrase in [(tmp_path / "missing" / "p.png", "does not exist"),
-                           (model, "over the model")]:
+                           (model, "which this command reads or writes")]:
         assert main(["plot", str(model), "-o", str(output)]) == 2
         error = capsys.readouterr().err.strip()
         assert len(error.splitlines()) == 1 and "the picture" in error and phrase in error

@@ -103,7 +103,7 @@ def check_conversion(model, result, tmp_path, exact):
         # Keras 3.15 cannot load back a layer shared by two models (a nested model and its
         # parent, or two nested models), so normswap writes no such file
         # (saving/round_trip.py). Not normswap's doing: the original fails the same way.
-        assert shared_across_models(model) and "belongs to two models" in str(error)
+        assert shared_across_models(model) and "belongs to" in str(error)
         assert list(tmp_path.iterdir()) == []
         original = tmp_path / "original.keras"
         model.save(original)

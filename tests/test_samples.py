@@ -33,14 +33,18 @@ def test_labelled_batches_give_their_inputs_as_keras_fit_takes_them():
     x = rng.normal(size=(10, 3)).astype("float32")
     labels, weights = rng.integers(0, 2, size=10), rng.random(10)
     one = keras.Model(i := keras.Input((3,)), keras.layers.Dense(2)(i))
-    for data in [(x, labels), (x, labels, weights), [x, labels],
-                 tf.data.Dataset.from_tensor_slices((x, labels)).batch(4)]:
+    for data in [(x, labels), (x, labels, weights), [x, labels], (x, labels, None),
+                 (x, [labels, weights]), (x, {"head": labels}),
+                 tf.data.Dataset.from_tensor_slices((x, labels)).batch(4),
+                 tf.data.Dataset.from_tensor_slices((x, (labels, weights))).batch(4)]:
         [got] = [np.concatenate([b[0] for b in input_batches(one, data)])]
         np.testing.assert_array_equal(got, x)
     a, b = keras.Input((3,)), keras.Input((2,))
     two = keras.Model([a, b], keras.layers.Concatenate()([a, b]))
     second = rng.normal(size=(10, 2)).astype("float32")
-    for data in [(x, second), ((x, second), labels), ([x, second], labels, weights)]:
+    for data in [(x, second), ((x, second), labels), ([x, second], labels, weights),
+                 ((x, second), {"out": labels}), ((x, second), [labels, weights], None),
+                 tf.data.Dataset.from_tensor_slices(((x, second), labels)).batch(10)]:
         [[first, other]] = input_batches(two, data, batch_size=10)
         np.testing.assert_array_equal(first, x)
         np.testing.assert_array_equal(other, second)
@@ -48,7 +52,9 @@ def test_labelled_batches_give_their_inputs_as_keras_fit_takes_them():
                         keras.layers.Concatenate()([a, b, c]))
     with pytest.raises(normswap.UsageError, match="a batch has 2 array"):
         input_batches(three, ((x, second), labels))
-    with pytest.raises(normswap.UsageError, match="do not fit the model input"):
+    batches = input_batches(two, [(x[:4], second[:4]), (x[4:], second[4:])])  # two batches
+    assert [len(b[0]) for b in batches] == [4, 6]
+    with pytest.raises(normswap.UsageError, match=r"has 1 input\(s\)\.$"):
         input_batches(one, (labels.astype("float32")[:, None], labels))  # no x: refused
     # Two arrays shaped like the input: two batches, or an autoencoder's (x, x)? Neither
     # is guessed (a second batch must not be dropped as labels): refused, with the way out.

@@ -93,9 +93,10 @@ def convert_command(model, target, output, groups, only, skip, exact, ws, switch
     if not dry_run and not output:
         raise UsageError("Missing option '-o' / '--output' (or use --dry-run).")
     if report_file and not dry_run:
-        from normswap.saving.paths import check_side_output
+        from normswap.saving.paths import check_side_output, output_model_path
 
-        check_side_output(report_file, "the report", protected=(model, output))
+        check_side_output(report_file, "the report", protected=(
+            model, output_model_path(output), calibrate_file, eval_file))
     options = {k: v for k, v in (("groups", groups), ("switch_init", switch_init)) if v is not None}
     fitting = {"recalibrate_stats": recalibrate_stats, "reconstruct": reconstruct,
                "distill_steps": distill_steps}

@@ -85,7 +85,9 @@ def other_normalizations(model):
              layers.EvoNormS0, layers.FilterResponseNormalization,
              layers.Keras2BatchLayerNormalization, layers.Keras2GroupNormalization,
              layers.Keras2InstanceNormalization, layers.Keras2SwitchNormalization,
-             layers.SwitchNormalization)
+             layers.SwitchNormalization,
+             *([keras.layers.RMSNormalization] if hasattr(keras.layers, "RMSNormalization")
+               else []))
     counts = {}
     for layer in model._flatten_layers(include_self=False, recursive=True):
         if isinstance(layer, kinds):

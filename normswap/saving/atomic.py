@@ -26,7 +26,7 @@ from pathlib import Path
 
 import keras
 
-from normswap.errors import NormswapError, SaveError
+from normswap.errors import SaveError
 from normswap.saving.load_errors import error_summary
 from normswap.saving.paths import check_output_path
 from normswap.saving.round_trip import check_loads_back
@@ -91,7 +91,7 @@ def _save(model, path, check, force, protected):
         except _CheckFailed as failed:
             _remove_quietly(temporary)
             raise failed.error from None
-        except NormswapError:  # the file does not load back (round_trip.py)
+        except SaveError:  # the file does not load back (round_trip.py)
             _remove_quietly(temporary)
             raise
         except BaseException as error:

@@ -92,14 +92,18 @@ def _check_h5_content(path, suffix, info):
     raise InputFileError(f"{path} is not a Keras model ({info['detail']}); {SAVE_HINT}")
 
 
+def output_model_path(path):
+    """The file a model saved at `path` lands in: `.keras` is added to a name without an
+    extension."""
+    path = Path(path)
+    return path if path.suffix else path.with_name(path.name + ".keras")
+
+
 def check_output_path(path, *, force=False, protected=()):
     """The path `save_model` would write (`.keras` added when it has no extension), or the
     UsageError it would raise; callers check before long work so a refusal costs nothing."""
-    path = Path(path)
+    path = output_model_path(path)
     suffix = path.suffix.lower()
-    if not suffix:
-        path = path.with_name(path.name + ".keras")
-        suffix = ".keras"
     if suffix not in MODEL_SUFFIXES:
         raise UsageError(
             f"{path}: cannot save as '{suffix}'; use an output path ending in .keras (default) "
@@ -134,8 +138,8 @@ def same_file(a, b):
 def check_side_output(path, what, protected=()):
     """The path of a report, picture or graph normswap will write, or the UsageError that
     writing it would end in, checked before any long work: its directory exists and is
-    writable, it is not a directory, and it is none of `protected` (the model read or
-    written). An existing file there is replaced."""
+    writable, it is not a directory, and it is none of `protected` (the files the command
+    reads or writes). An existing file there is replaced."""
     path = Path(path)
     if path.is_dir():
         raise UsageError(f"{what} {path} is a directory; give the path of a file")
@@ -145,8 +149,8 @@ def check_side_output(path, what, protected=()):
                          "first")
     for other in protected:
         if other is not None and same_file(path, Path(other)):
-            raise UsageError(f"refusing to write {what} {path} over the model {other}; choose "
-                             "another path")
+            raise UsageError(f"refusing to write {what} {path} over {other}, which this "
+                             "command reads or writes; choose another path")
     if not os.access(directory, os.W_OK | os.X_OK):
         raise UsageError(f"{what} {path}: the directory {directory} is not writable")
     return path

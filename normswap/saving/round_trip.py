@@ -35,6 +35,13 @@ def layers_shared_across_models(model):
     return [(layer, names) for layer, names in owners.values() if len(names) > 1]
 
 
+def _classes_of(model):
+    """{class name: class} of every layer of `model`: a custom layer the user's code made
+    is known to this process, registered or not, and the file is loaded back with it."""
+    return {type(layer).__name__: type(layer)
+            for layer in model._flatten_layers(include_self=True, recursive=True)}
+
+
 def check_loads_back(model, path, display_path):
     """Raise SaveError unless the file at `path`, just written from `model`, loads back in
     Keras with the same outputs — checked only where a layer is shared across models."""
@@ -47,7 +54,8 @@ def check_loads_back(model, path, display_path):
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # Keras warns before it raises
-            reloaded = keras.models.load_model(path, compile=False, safe_mode=False)
+            reloaded = keras.models.load_model(path, compile=False, safe_mode=False,
+                                               custom_objects=_classes_of(model))
         batch = probe_batch(model)
         moved = compare(outputs_of(model, batch), outputs_of(reloaded, batch)).relative
     except Exception as error:  # noqa: BLE001 - any failure to load back is the finding
@@ -64,5 +72,6 @@ def check_loads_back(model, path, display_path):
               "(trained apart)")
     raise SaveError(
         f"did not write {display_path}: Keras {problem}: layer '{layer.name}' belongs to "
-        f"two models, '{owners[0]}' and '{owners[1]}'{detail}. {advice[0].upper()}"
+        f"{len(owners)} models, {', '.join(repr(o) for o in owners)}{detail}. "
+        f"{advice[0].upper()}"
         f"{advice[1:]}. Nothing was written.")

@@ -163,3 +163,11 @@ def test_shared_layers_are_not_calibrated_and_say_so():
     (site,) = result.report.sites
     assert site.fidelity is None and "2 call sites" in site.notes[-1]
     assert result.report.calibration["sites_calibrated"] == 0
+
+
+def test_an_exact_conversion_verified_on_the_probe_counts_no_eval_overlap(trained):
+    model, calibration, _ = trained
+    result = normswap.convert(model, "fold", calibration_data=calibration,
+                              eval_data=calibration[:10])
+    fidelity = result.report.fidelity
+    assert (fidelity.source, fidelity.samples, fidelity.also_calibration) == ("probe", 2, 0)

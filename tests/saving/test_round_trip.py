@@ -66,7 +66,7 @@ def test_a_keras_file_that_would_not_load_back_is_not_written_and_h5_is(tmp_path
         normswap.convert(model, "frozenbn", output=tmp_path / "out.keras")
     message = str(raised.value)
     assert "cannot load this model back from a .keras file" in message
-    assert "'shared' belongs to two models, 'outer' and 'inner'" in message
+    assert "'shared' belongs to 2 models, 'outer', 'inner'" in message
     assert "expected 2 variables" in message
     assert "As .h5 it loads with the same outputs, with one copy of the layer per model" in message
     assert "\n" not in message
@@ -92,7 +92,7 @@ def test_a_file_that_loads_with_other_numbers_is_not_written(tmp_path, monkeypat
     fresh = keras.models.clone_model(model)  # same structure, other weights
     monkeypatch.setattr(round_trip.keras.models, "load_model", lambda *a, **k: fresh)
     with pytest.raises(normswap.SaveError, match=r"\.h5 file with other outputs \(.* of their "
-                       r"scale\): layer 'shared' belongs to two models, 'a' and 'b'.*Try "
+                       r"scale\): layer 'shared' belongs to 2 models, 'a', 'b'.*Try "
                        r"\.keras\. Nothing was written\.$"):
         save_model(model, tmp_path / "model.h5")
     assert list(tmp_path.iterdir()) == []
@@ -108,3 +108,23 @@ def test_models_without_shared_layers_are_not_loaded_back(tmp_path, monkeypatch)
     path = save_model(siamese(), tmp_path / "siamese.keras")
     monkeypatch.undo()
     assert keras.models.load_model(path).count_params() > 0
+
+
+class Shift(keras.layers.Layer):
+    """A custom layer that no registry knows."""
+
+    def call(self, x):
+        return x + 1.0
+
+
+def test_a_custom_layer_of_this_process_loads_back(tmp_path):
+    """The file is loaded back with the classes of the model's own layers."""
+    keras.utils.set_random_seed(4)
+    inputs, inner_inputs = keras.Input((8, 4)), keras.Input((8, 4))
+    shared = L.Dense(4, name="shared")
+    inner = keras.Model(inner_inputs, shared(Shift(name="shift")(inner_inputs)), name="inner")
+    model = keras.Model(inputs, shared(inner(inputs)), name="outer")
+    path = save_model(model, tmp_path / "model.h5")
+    reloaded = keras.models.load_model(path, compile=False, custom_objects={"Shift": Shift})
+    x = np.ones((2, 8, 4), "float32")
+    np.testing.assert_allclose(reloaded(x), model(x), rtol=1e-6)
