@@ -118,6 +118,14 @@ def test_inspect_counts_the_normalization_layers_a_converted_model_holds(capsys,
     result = run_here(capsys, "inspect", str(path), "--json")
     assert json.loads(result.stdout)["other_normalizations"] == {"ChannelAffine": 1}
     assert len(json.loads(result.stdout)["sites"]) == 2
+    # a Keras-2 compatibility layer is a BN site, listed above, not counted again
+    from normswap.cli.inspection import other_normalizations
+    from normswap.layers import Keras2SwitchNormalization, SwitchNormalization
+
+    inputs = keras.Input((4, 4, 3))
+    seeded = keras.Model(inputs, SwitchNormalization()(Keras2SwitchNormalization()(inputs)))
+    assert len(normswap.find_sites(seeded)) == 1
+    assert other_normalizations(seeded) == {"SwitchNormalization": 1}
 
 
 def test_targets_lists_every_registered_target(capsys):

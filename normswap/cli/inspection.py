@@ -73,24 +73,16 @@ def inspect_command(model, as_json, graph_file, target, weights, custom_objects,
 
 
 def other_normalizations(model):
-    """{class name: count} of the model's normalization layers other than
-    BatchNormalization (nested models included): what a converted model holds instead."""
-    import keras
+    """{class name: count} of the model's layers of the classes normswap's targets write
+    (nested models included), BN sites excluded: what a converted model holds instead."""
+    import normswap
+    from normswap.graph import is_site_layer
 
-    from normswap import layers
-
-    kinds = (keras.layers.LayerNormalization, keras.layers.GroupNormalization,
-             keras.layers.UnitNormalization, layers.BatchLayerNormalization,
-             layers.BatchRenormalization, layers.ChannelAffine, layers.EvoNormB0,
-             layers.EvoNormS0, layers.FilterResponseNormalization,
-             layers.Keras2BatchLayerNormalization, layers.Keras2GroupNormalization,
-             layers.Keras2InstanceNormalization, layers.Keras2SwitchNormalization,
-             layers.SwitchNormalization,
-             *([keras.layers.RMSNormalization] if hasattr(keras.layers, "RMSNormalization")
-               else []))
+    kinds = tuple({cls for target in normswap.all_targets().values()
+                   for cls in target.layer_classes})
     counts = {}
     for layer in model._flatten_layers(include_self=False, recursive=True):
-        if isinstance(layer, kinds):
+        if isinstance(layer, kinds) and not is_site_layer(layer):
             name = type(layer).__name__
             counts[name] = counts.get(name, 0) + 1
     return dict(sorted(counts.items()))
