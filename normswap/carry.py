@@ -212,15 +212,17 @@ def _weight_penalty(layer):
                      if getattr(variable, "regularizer", None) is not None))
 
 
-def regularization_notes(producer, folded):
-    """A note when the producer's weight regularizers (kernel, bias) penalize the folded
-    weights differently: they stay at the same coefficient but now weigh W·γ/√(v+ε) and
-    the folded bias, so fine-tuning regularizes by another amount (empty otherwise)."""
-    before, after = (_weight_penalty(layer) for layer in (producer, folded))
+def fold_into_producer(site):
+    """`folded_producer(site)` and its notes: one when the producer's weight regularizers
+    (kernel, bias) penalize the folded weights differently — they stay at the same
+    coefficients but now weigh W·γ/√(v+ε) and the folded bias, so fine-tuning
+    regularizes by another amount."""
+    folded = folded_producer(site)
+    before, after = (_weight_penalty(layer) for layer in (site.producer, folded))
     if before == after:
-        return []
-    return [f"regularization penalty of '{producer.name}' {before:.3g} → {after:.3g} "
-            "(same coefficients, folded weights)"]
+        return folded, []
+    return folded, [f"regularization penalty of '{site.producer.name}' {before:.3g} → "
+                    f"{after:.3g} (same coefficients, folded weights)"]
 
 
 def start_from_bn_output(site, new_layer, fold):
@@ -232,8 +234,7 @@ def start_from_bn_output(site, new_layer, fold):
     notes).
     """
     if fold:
-        folded = folded_producer(site)
+        folded, notes = fold_into_producer(site)
         return ({site.producer: folded}, list(ALL_STATISTICS),
-                [f"BN affine folded into '{site.producer.name}'"]
-                + regularization_notes(site.producer, folded))
+                [f"BN affine folded into '{site.producer.name}'"] + notes)
     return {}, carry_affine(site, new_layer), []

@@ -138,7 +138,8 @@ def convert(model, target, *, only=None, skip=None, exact=False, ws=False,
     edits = {id(old): new for r in replacements.values() for old, new in r.layers.items()}
     new_model, layer_map = rebuild(model, edits)
     calibration = fits = distillation = None
-    exact_so_far = all(sp.exact for sp in the_plan.swapped) and not recalibrate_stats
+    # Exact to the end: distillation, which alone could change that, skips exact ones.
+    is_exact = all(sp.exact for sp in the_plan.swapped) and not recalibrate_stats
     if calibration_batches is not None:
         from normswap.calibration.calibrate import calibrate
 
@@ -153,12 +154,11 @@ def convert(model, target, *, only=None, skip=None, exact=False, ws=False,
             reconstruct=None if options is None else ReconstructOptions(**options))
         calibration["recalibrated_stats"] = restated
         calibration["samples_given"] = int(sum(len(b[0]) for b in calibration_batches))
-        if distill_steps and not exact_so_far:
+        if distill_steps and not is_exact:
             distillation = _distill(model, new_model, the_plan, layer_map, calibration_batches,
                                     distill_steps, progress, dict(distill_options or {}))
         elif distill_steps:
             distillation = {"steps": 0, "skipped": DISTILLATION_OF_EXACT}
-    is_exact = exact_so_far and not (distillation and distillation["steps"])
     samples = eval_batches or calibration_batches
     if is_exact or not samples:
         verification = functools.partial(verify_models, model, new_model, probe,

@@ -68,7 +68,9 @@ def _nothing_estimated(model, only, left_alone):
         reasons = "; ".join(f"'{name}': {why}" for name, why in left_alone.items())
         return (f"Nothing to re-estimate in '{model.name}': every batch-dependent layer "
                 f"selected is left as it was ({reasons}). Nothing was written.")
+    from normswap.calibration.statistics import BATCH_LAYERS
+
+    names = [kind.__name__ for kind in BATCH_LAYERS]
     selection = f" matching {', '.join(only)}" if only else ""
-    return (f"No BatchNormalization, BatchRenormalization, SwitchNormalization, "
-            f"BatchLayerNormalization or EvoNormB0{selection} in '{model.name}': nothing to "
-            "re-estimate. Nothing was written.")
+    return (f"No {', '.join(names[:-1])} or {names[-1]}{selection} in '{model.name}': "
+            "nothing to re-estimate. Nothing was written.")

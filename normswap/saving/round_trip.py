@@ -67,11 +67,10 @@ def check_loads_back(model, path, display_path):
         problem = (f"loads this model back from a {file_format} file with other outputs "
                    f"({moved:.2e} of their scale)")
         detail = ""
-    advice = ("try .keras" if file_format == ".h5" else
-              "as .h5 it loads with the same outputs, with one copy of the layer per model "
+    advice = ("Try .keras" if file_format == ".h5" else
+              "As .h5 it loads with the same outputs, with one copy of the layer per model "
               "(trained apart)")
     raise SaveError(
         f"did not write {display_path}: Keras {problem}: layer '{layer.name}' belongs to "
-        f"{len(owners)} models, {', '.join(repr(o) for o in owners)}{detail}. "
-        f"{advice[0].upper()}"
-        f"{advice[1:]}. Nothing was written.")
+        f"{len(owners)} models, {', '.join(repr(o) for o in owners)}{detail}. {advice}. "
+        "Nothing was written.")

@@ -7,12 +7,7 @@ folding a conv whose output also takes another path would corrupt that path
 (`carry.foldable_reason`). Other sites fall back to `frozenbn`.
 """
 
-from normswap.carry import (
-    ALL_STATISTICS,
-    foldable_reason,
-    folded_producer,
-    regularization_notes,
-)
+from normswap.carry import ALL_STATISTICS, fold_into_producer, foldable_reason
 from normswap.targets import register
 from normswap.targets.base import IDENTITY, Replacement, Skip, Target
 
@@ -31,11 +26,10 @@ class Fold(Target):
 
     def replace(self, site, params):
         producer = site.producer
-        folded = folded_producer(site)
+        folded, notes = fold_into_producer(site)
         return Replacement(
             layers={site.layer: IDENTITY, producer: folded},
             carried=list(ALL_STATISTICS),
             notes=[f"folded into '{producer.name}'"
-                   + ("" if producer.use_bias else " (bias added)")]
-            + regularization_notes(producer, folded),
+                   + ("" if producer.use_bias else " (bias added)")] + notes,
         )
